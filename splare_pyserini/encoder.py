@@ -1,0 +1,200 @@
+"""SAE-latent sparse encoder: one code path for documents, queries and training.
+
+text -> backbone hidden states at one layer -> SAE latents z per token ->
+w = max_t log(1 + relu(z_t)) over real tokens (SPLADE pooling; ``sum`` optional)
+-> optional top-k -> integer impacts round(w * scale), zeros dropped ->
+{"L1234": 87, ...}.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import __version__
+from .backbone import DEFAULT_MODEL, load_backbone
+from .errors import ArtifactError
+from .sae import DEFAULT_SAE, load_sae, recorded_layer, recorded_model
+
+DEFAULT_QUANT_SCALE = 100.0  # SPLADE's choice, used when the SAE records no splare_quant_scale
+TOKEN_CHUNK = 8192  # tokens per SAE call: bounds the (tokens x d_sae) latent matrix
+MAX_CHARS_PER_TOKEN = 50  # texts are cut to max_length * this many characters before tokenizing
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Everything that determines the integer vectors; recorded next to every output."""
+    model: str = DEFAULT_MODEL
+    sae: str = DEFAULT_SAE
+    sae_id: str | None = None
+    layer: int | None = None
+    pooling: str = "max"
+    topk: int | None = None
+    quant_scale: float | None = None  # None: the SAE's recorded splare_quant_scale, else 100
+    max_length: int = 512
+    prefix: str = "L"
+    dtype: str = "float32"
+
+    def fingerprint(self) -> dict:
+        """The settings that must agree between query and document vectors."""
+        return {k: v for k, v in asdict(self).items() if k not in ("max_length", "dtype", "topk")}
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "splare_pyserini_version": __version__}
+
+
+def quantize(weights: torch.Tensor, scale: float, topk: int | None = None, prefix: str = "L") -> list[dict[str, int]]:
+    """Rows of float weights -> {prefix+latent id: round(w * scale)} with zeros dropped."""
+    if topk is not None and topk < weights.shape[1]:
+        values, idx = torch.topk(weights, topk, dim=1)
+        weights = torch.zeros_like(weights).scatter_(1, idx, values)
+    impacts = torch.round(weights * scale).to(torch.int64)
+    vectors = []
+    for row in impacts:
+        ids = torch.nonzero(row > 0).flatten().tolist()
+        vals = row[ids].tolist()
+        vectors.append({f"{prefix}{i}": int(v) for i, v in zip(ids, vals)})
+    return vectors
+
+
+class SparseLatentModel(nn.Module):
+    """Differentiable part: token ids -> pooled non-negative latent weights (B, d_sae)."""
+
+    def __init__(self, backbone: nn.Module, sae: nn.Module, pooling: str = "max"):
+        super().__init__()
+        if pooling not in ("max", "sum"):
+            raise ArtifactError(f"--pooling must be 'max' or 'sum', got {pooling!r}")
+        self.backbone = backbone
+        self.sae = sae
+        self.pooling = pooling
+
+    @property
+    def dim(self) -> int:
+        return int(self.sae.cfg.d_sae)
+
+    def token_latents(self, hidden: torch.Tensor) -> torch.Tensor:
+        """log(1 + relu(z)) for a (N, d_in) matrix of token states, in chunks."""
+        sae_dtype = self.sae.W_enc.dtype
+        parts = [torch.log1p(torch.relu(self.sae.encode(chunk.to(sae_dtype))))
+                 for chunk in hidden.split(TOKEN_CHUNK)]
+        return torch.cat(parts) if parts else hidden.new_zeros((0, self.dim))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids, attention_mask)
+        mask = token_mask.bool()
+        latents = self.token_latents(hidden[mask])  # only real tokens reach the SAE
+        lengths = mask.sum(dim=1).tolist()
+        pooled = []
+        for segment in latents.split(lengths):
+            if segment.shape[0] == 0:
+                pooled.append(latents.new_zeros(self.dim))
+            elif self.pooling == "max":
+                pooled.append(segment.amax(dim=0))
+            else:
+                pooled.append(segment.sum(dim=0))
+        return torch.stack(pooled)
+
+
+class SaeSparseEncoder:
+    """Encode texts to integer impact vectors over SAE latents."""
+
+    def __init__(self, settings: EncoderSettings | None = None, device: str = "cpu", **overrides):
+        settings = settings or EncoderSettings()
+        if overrides:
+            settings = EncoderSettings(**{**asdict(settings), **overrides})
+        sae = load_sae(settings.sae, settings.sae_id, device=device)
+        sae_layer = recorded_layer(sae)
+        layer = settings.layer if settings.layer is not None else sae_layer
+        if layer is None:
+            raise ArtifactError(f"--sae {settings.sae} records no layer; give --layer")
+        if sae_layer is not None and layer != sae_layer:
+            raise ArtifactError(f"--layer {layer} differs from the layer the SAE was trained on "
+                                f"({sae_layer}, hook {sae.cfg.metadata.get('hook_name')!r})")
+        scale = settings.quant_scale
+        if scale is None:
+            scale = float(sae.cfg.metadata.get("splare_quant_scale") or DEFAULT_QUANT_SCALE)
+        self.settings = EncoderSettings(**{**asdict(settings), "layer": layer, "quant_scale": scale})
+        self._check_model_config(settings.model, int(sae.cfg.d_in))
+        dtype = getattr(torch, settings.dtype)
+        tokenizer, backbone = load_backbone(settings.model, layer, device=device, dtype=dtype)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.model = SparseLatentModel(backbone, sae, settings.pooling).eval()
+        self.sae_model_name = recorded_model(sae)
+
+    @staticmethod
+    def _check_model_config(model: str, d_in: int) -> None:
+        """Refuse a backbone whose hidden size differs from the SAE's d_in before loading weights."""
+        from transformers import AutoConfig
+
+        from .backbone import resolve_model_path
+
+        try:
+            config = AutoConfig.from_pretrained(resolve_model_path(model))
+        except OSError as err:
+            raise ArtifactError(f"cannot load model config {model!r}: {str(err).splitlines()[0]}") from None
+        hidden = getattr(config, "hidden_size", None)
+        if hidden is not None and hidden != d_in:
+            raise ArtifactError(f"model {model!r} has hidden size {hidden} but the SAE expects d_in={d_in}; "
+                                "use the SAE trained for this model")
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        cap = self.settings.max_length * MAX_CHARS_PER_TOKEN
+        batch = self.tokenizer([t[:cap] for t in texts], padding=True, truncation=True,
+                               max_length=self.settings.max_length, return_tensors="pt",
+                               return_special_tokens_mask=True)
+        token_mask = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
+        return {"input_ids": batch["input_ids"].to(self.device),
+                "attention_mask": batch["attention_mask"].to(self.device),
+                "token_mask": token_mask.to(self.device)}
+
+    @torch.inference_mode()
+    def weights(self, texts: Sequence[str]) -> torch.Tensor:
+        """Float pooled weights (B, d_sae) for one batch."""
+        return self.model(**self.tokenize(texts)).float().cpu()
+
+    def encode(self, texts: Sequence[str]) -> list[dict[str, int]]:
+        """Integer impact vectors for one batch, in input order."""
+        s = self.settings
+        return quantize(self.weights(texts), s.quant_scale, s.topk, s.prefix)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        cap = self.settings.max_length * MAX_CHARS_PER_TOKEN
+        enc = self.tokenizer([t[:cap] for t in texts], truncation=True, max_length=self.settings.max_length,
+                             add_special_tokens=True)
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def encode_sorted(self, texts: Sequence[str], batch_size: int,
+                      progress: Callable[[int], None] | None = None) -> tuple[list[dict[str, int]], int]:
+        """Encode with length-sorted batches (less padding); returns vectors in input order
+        and how many texts reached --max-length (were truncated)."""
+        lengths = self.token_lengths(texts)
+        order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+        vectors: list[dict[str, int] | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            for i, vec in zip(idx, self.encode([texts[i] for i in idx])):
+                vectors[i] = vec
+            if progress:
+                progress(len(idx))
+        truncated = sum(1 for n in lengths if n >= self.settings.max_length)
+        return vectors, truncated  # type: ignore[return-value]
+
+    def with_options(self, **changes) -> "SaeSparseEncoder":
+        """A view sharing the loaded model, with other topk/max_length (e.g. for queries)."""
+        view = object.__new__(SaeSparseEncoder)
+        view.__dict__.update(self.__dict__)
+        view.settings = EncoderSettings(**{**asdict(self.settings), **changes})
+        return view
+
+    def info(self) -> dict:
+        return {**self.settings.to_json(), "d_sae": self.model.dim, "sae_model_name": self.sae_model_name}
+
+
+def settings_from_info(path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -1,0 +1,126 @@
+import json
+import re
+
+import pytest
+import torch
+
+from conftest import build_tiny_bert, write_jsonl
+from splare_pyserini.encode import encode_corpus, encode_queries, main as encode_main, pretokenize
+from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
+from splare_pyserini.errors import ArtifactError
+
+DOCS = [{"_id": f"d{i}", "title": f"Title {i}", "text": "protein folding " * (i % 7 + 1) + f"doc {i}"}
+        for i in range(23)]
+
+
+def read_lines(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_corpus_output_is_json_vector_collection(tmp_path, tiny_encoder):
+    records = [type("R", (), {"id": d["_id"], "text": f"{d['title']} {d['text']}"})() for d in DOCS[:5]]
+    summary = encode_corpus(records, tmp_path, tiny_encoder, batch_size=2, chunk_size=3)
+    files = sorted((tmp_path / "corpus").iterdir())
+    assert [f.name for f in files] == ["part-000-00000.jsonl", "part-000-00001.jsonl"]
+    rows = [row for f in files for row in read_lines(f)]
+    assert [r["id"] for r in rows] == [f"d{i}" for i in range(5)]  # input order despite length sorting
+    for row in rows:
+        assert list(row) == ["id", "contents", "vector"]
+        assert row["vector"] and all(re.fullmatch(r"L\d+", t) for t in row["vector"])
+        assert all(isinstance(w, int) and w > 0 for w in row["vector"].values())
+        assert max(int(t[1:]) for t in row["vector"]) < 64
+    assert summary.encoded == 5 and summary.empty == 0
+    info = json.loads((tmp_path / "encode_info.json").read_text())
+    assert info["layer"] == 2 and info["d_sae"] == 64 and info["quant_scale"] == 100.0
+
+
+def test_vectors_do_not_depend_on_batching(tiny_encoder):
+    texts = [f"{d['title']} {d['text']}" for d in DOCS[:9]]
+    batched, _ = tiny_encoder.encode_sorted(texts, batch_size=4)
+    single = [tiny_encoder.encode_sorted([t], batch_size=1)[0][0] for t in texts]
+    assert batched == single
+
+
+def test_query_outputs_agree(tmp_path, tiny_encoder):
+    from splare_pyserini.data import TextRecord
+
+    queries = [TextRecord("q1", "what\tis  protein\nfolding?"), TextRecord("q2", "")]
+    summary = encode_queries(queries, tmp_path, tiny_encoder)
+    assert (tmp_path / "topics.tsv").read_text() == "q1\twhat is protein folding?\nq2\t\n"
+    rows = read_lines(tmp_path / "queries.jsonl")
+    assert [r["contents"] for r in rows] == ["what is protein folding?", ""]
+    assert rows[1]["vector"] == {} and summary.empty == 1  # empty text: empty vector, counted
+    pretok = (tmp_path / "queries.tsv").read_text().splitlines()
+    assert pretok[0] == "q1\t" + pretokenize(rows[0]["vector"])
+
+
+def test_empty_document_gives_empty_vector_and_is_counted(tmp_path, tiny_model, tiny_sae):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "title": "", "text": ""}, DOCS[0]])
+    encode_main(["--input", str(path), "--output", str(tmp_path / "out"), "--model", str(tiny_model),
+                 "--sae", str(tiny_sae)])
+    rows = read_lines(tmp_path / "out" / "corpus" / "part-000-00000.jsonl")
+    assert rows[0] == {"id": "a", "contents": "", "vector": {}} and rows[1]["vector"]
+    assert json.loads((tmp_path / "out" / "stats" / "part-000-00000.json").read_text())["empty"] == 1
+
+
+def test_shards_partition_the_corpus_and_resume_is_byte_identical(tmp_path, tiny_model, tiny_sae):
+    path = write_jsonl(tmp_path / "c.jsonl", DOCS)
+    common = ["--input", str(path), "--model", str(tiny_model), "--sae", str(tiny_sae), "--chunk-size", "5"]
+    encode_main(common + ["--output", str(tmp_path / "whole")])
+    for shard in ("0", "1"):
+        encode_main(common + ["--output", str(tmp_path / "sharded"), "--shard-id", shard, "--shard-num", "2"])
+    whole = [r for f in sorted((tmp_path / "whole" / "corpus").iterdir()) for r in read_lines(f)]
+    sharded = [r for f in sorted((tmp_path / "sharded" / "corpus").iterdir()) for r in read_lines(f)]
+    assert sharded == whole and len(whole) == len(DOCS)
+    # an interrupted run: a chunk is missing and a stale temp file is left behind
+    corpus = tmp_path / "whole" / "corpus"
+    before = {f.name: f.read_bytes() for f in corpus.iterdir()}
+    (corpus / "part-000-00002.jsonl").unlink()
+    (corpus / ".part-000-00003.jsonl.tmp-999").write_text('{"id": "half')
+    mtimes = {f.name: f.stat().st_mtime_ns for f in corpus.iterdir() if not f.name.startswith(".")}
+    encode_main(common + ["--output", str(tmp_path / "whole")])
+    assert {f.name: f.read_bytes() for f in corpus.iterdir()} == before
+    assert all(corpus.joinpath(n).stat().st_mtime_ns == t for n, t in mtimes.items())  # finished chunks untouched
+
+
+def test_other_settings_in_same_output_are_refused(tmp_path, tiny_model, tiny_sae):
+    path = write_jsonl(tmp_path / "c.jsonl", DOCS[:3])
+    args = ["--input", str(path), "--output", str(tmp_path / "o"), "--model", str(tiny_model), "--sae", str(tiny_sae)]
+    encode_main(args)
+    with pytest.raises(ArtifactError, match="quant_scale"):
+        encode_main(args + ["--quant-scale", "7"])
+
+
+def test_hidden_size_mismatch_is_refused_before_any_work(tmp_path, tiny_sae, monkeypatch):
+    wide = build_tiny_bert(tmp_path / "wide-bert", hidden=48)
+    import splare_pyserini.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "load_backbone", lambda *a, **k: pytest.fail("weights were loaded"))
+    with pytest.raises(ArtifactError, match=r"hidden size 48 but the SAE expects d_in=32"):
+        SaeSparseEncoder(EncoderSettings(model=str(wide), sae=str(tiny_sae)))
+
+
+def test_layer_other_than_the_saes_is_refused(tiny_model, tiny_sae):
+    with pytest.raises(ArtifactError, match=r"--layer 3 differs from the layer the SAE was trained on \(2"):
+        SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tiny_sae), layer=3))
+
+
+def test_missing_sae_weights_are_reported(tmp_path, tiny_model):
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "sae" / "cfg.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="missing sae_weights.safetensors"):
+        SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tmp_path / "sae")))
+
+
+def test_cli_user_error_is_one_line_without_traceback(tmp_path, tiny_model, tiny_sae):
+    import subprocess
+    import sys
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"_id": "a", "text": "x"}, "{oops"])
+    proc = subprocess.run([sys.executable, "-m", "splare_pyserini.encode", "--input", str(bad), "--output",
+                           str(tmp_path / "o"), "--model", str(tiny_model), "--sae", str(tiny_sae)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}:2: malformed JSON (Expecting property name " \
+                                                   "enclosed in double quotes at column 2)"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()

