@@ -69,9 +69,14 @@ def pretokenize(vector: dict[str, int]) -> str:
     return " ".join(" ".join([token] * weight) for token, weight in vector.items())
 
 
-def write_info(output: Path, encoder: SaeSparseEncoder, extra: dict) -> None:
-    """Record the settings; refuse to mix them with what an earlier run wrote to the same folder."""
-    info = {**encoder.info(), **extra}
+def write_info(output: Path, encoder: SaeSparseEncoder, kind: str, **details) -> None:
+    """Record the settings; refuse to mix them with what an earlier run wrote to the same folder.
+
+    Shared settings sit at the top level; ``corpus``/``queries`` hold what may differ
+    between the two (top-k, max length) and where they came from.
+    """
+    info = encoder.info()
+    section = {"topk": info.pop("topk"), "max_length": info.pop("max_length"), **details}
     path = output / INFO_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -80,7 +85,12 @@ def write_info(output: Path, encoder: SaeSparseEncoder, extra: dict) -> None:
         if diff:
             raise ArtifactError(f"{output} holds vectors made with other settings ({', '.join(diff)} differ: "
                                 f"{ {k: old.get(k) for k in diff} }); use a new --output")
-        info = {**old, **{k: v for k, v in info.items() if k not in old}}
+        previous = old.get(kind)
+        if previous is not None and kind == "corpus" and previous != section:
+            raise ArtifactError(f"{output} holds a corpus encoded from other input or with other "
+                                f"options ({previous} vs {section}); use a new --output")
+        info = {**old, **info}
+    info[kind] = section
     with atomic_write(path) as out:
         json.dump(info, out, indent=2, sort_keys=True)
         out.write("\n")
@@ -108,7 +118,7 @@ def encode_corpus(records: Sequence[TextRecord], output: str | Path, encoder: Sa
     for folder in (corpus_dir, stats_dir):
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(folder)
-    write_info(output, encoder, {"corpus_source": source, "corpus_size": len(records)})
+    write_info(output, encoder, "corpus", source=source, size=len(records))
     start, end = shard_range(len(records), shard_id, shard_num)
     summary = EncodeSummary()
     chunks = [(c, min(c + chunk_size, end)) for c in range(start, end, chunk_size)]
@@ -141,7 +151,7 @@ def encode_queries(records: Sequence[TextRecord], output: str | Path, encoder: S
     """Encode queries one at a time into queries.jsonl, queries.tsv and topics.tsv."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    write_info(output, encoder, {"queries_source": source, "queries_size": len(records)})
+    write_info(output, encoder, "queries", source=source, size=len(records))
     texts = [normalize_query(r.text) for r in records]
     vectors = []
     truncated = 0
@@ -181,10 +191,15 @@ def load_input(spec: str, kind: str, split: str) -> tuple[list[TextRecord], list
 
 
 def build_encoder(args: argparse.Namespace) -> SaeSparseEncoder:
+    """The document encoder the flags describe; ``query_view`` gives the query side."""
     settings = EncoderSettings(model=args.model, sae=args.sae, sae_id=args.sae_id, layer=args.layer,
                                pooling=args.pooling, topk=args.topk, quant_scale=args.quant_scale,
                                max_length=args.max_length, prefix=args.prefix, dtype=args.dtype)
     return SaeSparseEncoder(settings, device=args.device)
+
+
+def query_view(encoder: SaeSparseEncoder, args: argparse.Namespace) -> SaeSparseEncoder:
+    return encoder.with_options(max_length=args.query_max_length, topk=args.query_topk)
 
 
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +215,11 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quant-scale", type=float, default=None,
                        help="impact = round(weight * scale) (default: the SAE's recorded splare_quant_scale, else 100)")
     group.add_argument("--prefix", default=defaults.prefix, help="pseudo-term prefix (default: %(default)s)")
+    group.add_argument("--max-length", type=int, default=defaults.max_length,
+                       help="document tokens kept (default: %(default)s, as SPLADE and MiniLM's training)")
+    group.add_argument("--query-max-length", type=int, default=128)
+    group.add_argument("--topk", type=int, default=None, help="keep the k largest latents per document")
+    group.add_argument("--query-topk", type=int, default=None, help="keep the k largest latents per query")
     group.add_argument("--device", default="cpu")
     group.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
 
@@ -213,10 +233,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="what to encode; a JSONL file is a corpus unless --kind queries")
     parser.add_argument("--split", default="test", help="BEIR qrels split whose queries are encoded")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=512, help="document tokens kept")
-    parser.add_argument("--query-max-length", type=int, default=128)
-    parser.add_argument("--topk", type=int, default=None, help="keep the k largest latents per document")
-    parser.add_argument("--query-topk", type=int, default=None, help="keep the k largest latents per query")
     parser.add_argument("--shard-id", type=int, default=0)
     parser.add_argument("--shard-num", type=int, default=1)
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="documents per output file")
@@ -234,8 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         summary.skipped.update(sum((r.skipped for r in reports), Counter()))
         print(summary.line("corpus"), file=sys.stderr)
     if queries and args.shard_id == 0:
-        qenc = encoder.with_options(max_length=args.query_max_length, topk=args.query_topk)
-        print(encode_queries(queries, args.output, qenc, source=args.input).line("queries"), file=sys.stderr)
+        print(encode_queries(queries, args.output, query_view(encoder, args), source=args.input).line("queries"), file=sys.stderr)
     print(f"wrote {args.output} (splare-pyserini {__version__})", file=sys.stderr)
 
 

@@ -34,7 +34,7 @@ class EncoderSettings:
     pooling: str = "max"
     topk: int | None = None
     quant_scale: float | None = None  # None: the SAE's recorded splare_quant_scale, else 100
-    max_length: int = 512
+    max_length: int = 256
     prefix: str = "L"
     dtype: str = "float32"
 
@@ -76,10 +76,9 @@ class SparseLatentModel(nn.Module):
         return int(self.sae.cfg.d_sae)
 
     def token_latents(self, hidden: torch.Tensor) -> torch.Tensor:
-        """log(1 + relu(z)) for a (N, d_in) matrix of token states, in chunks."""
+        """SAE latents z for a (N, d_in) matrix of token states, in chunks."""
         sae_dtype = self.sae.W_enc.dtype
-        parts = [torch.log1p(torch.relu(self.sae.encode(chunk.to(sae_dtype))))
-                 for chunk in hidden.split(TOKEN_CHUNK)]
+        parts = [self.sae.encode(chunk.to(sae_dtype)) for chunk in hidden.split(TOKEN_CHUNK)]
         return torch.cat(parts) if parts else hidden.new_zeros((0, self.dim))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -93,10 +92,23 @@ class SparseLatentModel(nn.Module):
             if segment.shape[0] == 0:
                 pooled.append(latents.new_zeros(self.dim))
             elif self.pooling == "max":
-                pooled.append(segment.amax(dim=0))
+                # log1p and relu are monotone: max_t log(1 + relu(z_t)) = log(1 + relu(max_t z_t)),
+                # so the transform runs on d_sae values per text instead of tokens x d_sae.
+                pooled.append(torch.log1p(torch.relu(segment.amax(dim=0))))
             else:
-                pooled.append(segment.sum(dim=0))
+                pooled.append(torch.log1p(torch.relu(segment)).sum(dim=0))
         return torch.stack(pooled)
+
+
+def check_same_model(given: str, recorded: str | None, sae: str) -> None:
+    """Refuse an SAE recorded for another backbone (same hub id, or same folder name, passes)."""
+    if not recorded:
+        return
+    names = [name.rstrip("/").lower() for name in (given, recorded)]
+    if names[0] == names[1] or names[0].rsplit("/", 1)[-1] == names[1].rsplit("/", 1)[-1]:
+        return
+    raise ArtifactError(f"--sae {sae} was trained on model {recorded!r}, not {given!r}; "
+                        f"pass --model {recorded} (or a local copy in a folder of that name)")
 
 
 class SaeSparseEncoder:
@@ -118,6 +130,7 @@ class SaeSparseEncoder:
         if scale is None:
             scale = float(sae.cfg.metadata.get("splare_quant_scale") or DEFAULT_QUANT_SCALE)
         self.settings = EncoderSettings(**{**asdict(settings), "layer": layer, "quant_scale": scale})
+        check_same_model(settings.model, recorded_model(sae), settings.sae)
         self._check_model_config(settings.model, int(sae.cfg.d_in))
         dtype = getattr(torch, settings.dtype)
         tokenizer, backbone = load_backbone(settings.model, layer, device=device, dtype=dtype)

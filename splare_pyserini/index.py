@@ -47,10 +47,11 @@ def index_vectors(input_dir: str | Path, index_dir: str | Path, threads: int = 1
     files = sorted(p for p in corpus_dir.iterdir() if p.suffix in (".jsonl", ".json", ".gz") and not p.name.startswith("."))
     if not files:
         raise InputError(f"{corpus_dir}: no vector files (*.jsonl) to index")
-    if info is not None and info.get("corpus_size") is not None:
+    expected = ((info or {}).get("corpus") or {}).get("size")
+    if expected is not None:
         have = sum(sum(1 for _ in open(f, "rb")) for f in files)
-        if have != info["corpus_size"]:
-            raise ArtifactError(f"{corpus_dir}: holds {have} of {info['corpus_size']} documents; "
+        if have != expected:
+            raise ArtifactError(f"{corpus_dir}: holds {have} of {expected} documents; "
                                 "finish encoding (rerun encode, all shards) before indexing")
     index_dir = Path(index_dir)
     if index_dir.exists() and not overwrite:

@@ -24,11 +24,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
+
 MIN_JAVA_MAJOR = 21
 VECTOR_MODULE = "jdk.incubator.vector"
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(UserError):
     """No Java 21+ runtime could be found."""
 
 

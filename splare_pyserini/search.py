@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .atomic import _tmp_name
-from .encode import add_encoder_args, build_encoder, normalize_query
+from .encode import add_encoder_args, build_encoder, normalize_query, query_view
 from .encoder import EncoderSettings, SaeSparseEncoder
 from .errors import ArtifactError, InputError, cli_main
 from .index import read_index_info
@@ -113,8 +113,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="queries.jsonl from encode, instead of encoding on the fly")
     parser.add_argument("--bm25", action="store_true", help="plain BM25 on a bag-of-words index")
     parser.add_argument("--remove-query", action="store_true", help="drop hits whose docid equals the query id")
-    parser.add_argument("--query-max-length", type=int, default=128)
-    parser.add_argument("--query-topk", type=int, default=None)
     add_encoder_args(parser)
     args = parser.parse_args(argv)
     if args.bm25:
@@ -129,9 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             check_compatible(args.index, json.loads(info_path.read_text()))
         searcher = open_searcher(args.index, args.encoded_queries)
     else:
-        args.max_length = args.query_max_length
-        args.topk = args.query_topk
-        encoder = build_encoder(args)
+        encoder = query_view(build_encoder(args), args)
         check_compatible(args.index, encoder.info())
         searcher = open_searcher(args.index, SaeQueryEncoder(encoder))
     run = search_topics(searcher, args.topics, args.output, args.hits, args.threads, args.batch_size,

@@ -56,8 +56,8 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_sae(tmp_path_factory) -> Path:
-    return build_tiny_sae(tmp_path_factory.mktemp("tiny-sae"))
+def tiny_sae(tmp_path_factory, tiny_model) -> Path:
+    return build_tiny_sae(tmp_path_factory.mktemp("tiny-sae"), model_name=str(tiny_model))
 
 
 @pytest.fixture(scope="session")

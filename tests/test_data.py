@@ -57,3 +57,10 @@ def test_beir_folder_without_qrels(tmp_path):
 def test_unknown_dataset_lists_known_ones(tmp_path):
     with pytest.raises(InputError, match=r"unknown dataset 'nope'.*scifact"):
         resolve_beir_folder("nope")
+
+
+def test_unknown_ir_datasets_id_is_a_clear_error():
+    from splare_pyserini.encode import load_input
+
+    with pytest.raises(InputError, match=r"unknown ir_datasets id 'beir/no-such-set/test'"):
+        load_input("beir/no-such-set/test", "auto", "test")

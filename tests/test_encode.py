@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import build_tiny_bert, write_jsonl
+from splare_pyserini.data import TextRecord
 from splare_pyserini.encode import encode_corpus, encode_queries, main as encode_main, pretokenize
 from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
 from splare_pyserini.errors import ArtifactError
@@ -18,7 +19,7 @@ def read_lines(path):
 
 
 def test_corpus_output_is_json_vector_collection(tmp_path, tiny_encoder):
-    records = [type("R", (), {"id": d["_id"], "text": f"{d['title']} {d['text']}"})() for d in DOCS[:5]]
+    records = [TextRecord(d["_id"], f"{d['title']} {d['text']}") for d in DOCS[:5]]
     summary = encode_corpus(records, tmp_path, tiny_encoder, batch_size=2, chunk_size=3)
     files = sorted((tmp_path / "corpus").iterdir())
     assert [f.name for f in files] == ["part-000-00000.jsonl", "part-000-00001.jsonl"]
@@ -91,8 +92,11 @@ def test_other_settings_in_same_output_are_refused(tmp_path, tiny_model, tiny_sa
         encode_main(args + ["--quant-scale", "7"])
 
 
-def test_hidden_size_mismatch_is_refused_before_any_work(tmp_path, tiny_sae, monkeypatch):
+def test_hidden_size_mismatch_is_refused_before_any_work(tmp_path, monkeypatch):
+    from conftest import build_tiny_sae
+
     wide = build_tiny_bert(tmp_path / "wide-bert", hidden=48)
+    tiny_sae = build_tiny_sae(tmp_path / "sae", d_in=32, model_name=str(wide))
     import splare_pyserini.encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "load_backbone", lambda *a, **k: pytest.fail("weights were loaded"))
@@ -103,6 +107,24 @@ def test_hidden_size_mismatch_is_refused_before_any_work(tmp_path, tiny_sae, mon
 def test_layer_other_than_the_saes_is_refused(tiny_model, tiny_sae):
     with pytest.raises(ArtifactError, match=r"--layer 3 differs from the layer the SAE was trained on \(2"):
         SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tiny_sae), layer=3))
+
+
+def test_sae_recorded_for_another_model_is_refused(tmp_path, tiny_model):
+    from conftest import build_tiny_sae
+
+    other = build_tiny_sae(tmp_path / "sae", model_name="google/gemma-2-2b")
+    with pytest.raises(ArtifactError, match=r"trained on model 'google/gemma-2-2b', not"):
+        SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(other)))
+
+
+def test_corrupt_sae_weights_are_reported(tmp_path, tiny_model, tiny_sae):
+    import shutil
+
+    shutil.copytree(tiny_sae, tmp_path / "sae")
+    weights = tmp_path / "sae" / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match=r"--sae .*sae: cannot load"):
+        SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tmp_path / "sae")))
 
 
 def test_missing_sae_weights_are_reported(tmp_path, tiny_model):
@@ -124,3 +146,33 @@ def test_cli_user_error_is_one_line_without_traceback(tmp_path, tiny_model, tiny
     assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}:2: malformed JSON (Expecting property name " \
                                                    "enclosed in double quotes at column 2)"
     assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_one_megabyte_document_is_truncated_and_counted(tmp_path, tiny_model, tiny_sae):
+    huge = "protein " * 131_072  # 1 MiB of text
+    path = write_jsonl(tmp_path / "c.jsonl", [{"_id": "huge", "text": huge}, {"_id": "small", "text": "yeast"}])
+    encode_main(["--input", str(path), "--output", str(tmp_path / "o"), "--model", str(tiny_model),
+                 "--sae", str(tiny_sae), "--max-length", "64"])
+    stats = json.loads((tmp_path / "o" / "stats" / "part-000-00000.json").read_text())
+    assert stats == {**stats, "encoded": 2, "truncated": 1, "empty": 0}
+    rows = read_lines(tmp_path / "o" / "corpus" / "part-000-00000.jsonl")
+    assert rows[0]["id"] == "huge" and rows[0]["vector"]
+
+
+def test_pooling_is_max_over_real_tokens_of_log1p_relu(tiny_encoder):
+    texts = ["short text", "a somewhat longer text about protein folding in yeast"]
+    batch = tiny_encoder.tokenize(texts)
+    model = tiny_encoder.model
+    with torch.no_grad():
+        hidden = model.backbone(batch["input_ids"], batch["attention_mask"])
+        got = model(**batch)
+        for row, text in enumerate(texts):
+            n = len(tiny_encoder.tokenizer(text)["input_ids"])
+            real = hidden[row, 1:n - 1]  # drop [CLS] and [SEP]; padding lies beyond n
+            expected = torch.log1p(torch.relu(model.sae.encode(real))).amax(dim=0)
+            torch.testing.assert_close(got[row], expected)
+    sum_model = type(model)(model.backbone, model.sae, "sum")
+    with torch.no_grad():
+        total = sum_model(**batch)[0]
+        real = hidden[0, 1:len(tiny_encoder.tokenizer(texts[0])["input_ids"]) - 1]
+        torch.testing.assert_close(total, torch.log1p(torch.relu(model.sae.encode(real))).sum(dim=0))
