@@ -80,6 +80,11 @@ class LayerBackbone(nn.Module):
         return hidden
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "corrupt or unreadable file"
+
+
 def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """Load (tokenizer, LayerBackbone); decoders get a pad token if they lack one."""
     from transformers import AutoModel, AutoTokenizer
@@ -88,9 +93,11 @@ def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: tor
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path, dtype=dtype)
-    except OSError as err:
+    except OSError as err:  # missing files, unknown hub id, no network
         hint = "" if os.environ.get("HF_HUB_OFFLINE") != "1" else " (HF_HUB_OFFLINE=1 is set)"
-        raise ArtifactError(f"cannot load model {name_or_path!r}{hint}: {str(err).splitlines()[0]}") from None
+        raise ArtifactError(f"cannot load model {name_or_path!r}{hint}: {_first_line(err)}") from None
+    except Exception as err:  # corrupt weights or config (safetensors, json, shape errors)
+        raise ArtifactError(f"cannot load model {name_or_path!r} ({type(err).__name__}): {_first_line(err)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.eval().to(device)

@@ -176,3 +176,15 @@ def test_pooling_is_max_over_real_tokens_of_log1p_relu(tiny_encoder):
         total = sum_model(**batch)[0]
         real = hidden[0, 1:len(tiny_encoder.tokenizer(texts[0])["input_ids"]) - 1]
         torch.testing.assert_close(total, torch.log1p(torch.relu(model.sae.encode(real))).sum(dim=0))
+
+
+def test_corrupt_model_weights_are_reported(tmp_path, tiny_model, tiny_sae):
+    import shutil
+
+    from splare_pyserini.backbone import load_backbone
+
+    shutil.copytree(tiny_model, tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match=r"cannot load model '.*m' \("):
+        load_backbone(str(tmp_path / "m"), layer=1)

@@ -47,3 +47,16 @@ def test_release_without_module_list_asks_the_runtime(tmp_path, monkeypatch):
     monkeypatch.setattr(java, "_list_modules", lambda h: "java.base jdk.incubator.vector")
     runtime = java.find_java({"JAVA_HOME": str(home)})
     assert runtime.major == 22 and "jdk.incubator.vector" in runtime.modules
+
+
+def test_search_stack_runs_on_the_chosen_java():
+    """After start_jvm, a bare `java` (what Pyserini's trec_eval runs) is the chosen 21+ runtime,
+    even though this machine's /usr/bin/java may be older."""
+    import shutil
+    import subprocess
+
+    runtime = java.start_jvm()
+    assert runtime.major >= 21
+    assert shutil.which("java") == str(runtime.java)
+    out = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
+    assert f'version "{runtime.major}' in out
