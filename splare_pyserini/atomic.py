@@ -39,6 +39,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = _tmp_name(path)
     if tmp.exists():
         shutil.rmtree(tmp)
+    tmp.mkdir()
     try:
         yield tmp
         if path.exists():

@@ -207,7 +207,9 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
     defaults = EncoderSettings()
     group = parser.add_argument_group("encoder")
     group.add_argument("--model", default=defaults.model, help="HF model id or local folder (default: %(default)s)")
-    group.add_argument("--sae", default=defaults.sae, help="sae-lens folder, or a sae-lens release with --sae-id")
+    group.add_argument("--sae", default=None,
+                       help="sae-lens folder, a sae-lens release with --sae-id, or 'vocab' for the vocabulary "
+                            "twin (default: a checkpoint's own SAE, else the shipped SAE)")
     group.add_argument("--sae-id", default=None, help="SAE id within a sae-lens release")
     group.add_argument("--layer", type=int, default=None,
                        help="hidden_states index (1..num_layers); default: the layer the SAE records")

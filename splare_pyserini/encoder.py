@@ -28,7 +28,7 @@ MAX_CHARS_PER_TOKEN = 50  # texts are cut to max_length * this many characters b
 class EncoderSettings:
     """Everything that determines the integer vectors; recorded next to every output."""
     model: str = DEFAULT_MODEL
-    sae: str = DEFAULT_SAE
+    sae: str | None = None  # None: the checkpoint's own SAE, else the shipped default SAE
     sae_id: str | None = None
     layer: int | None = None
     pooling: str = "max"
@@ -77,7 +77,7 @@ class SparseLatentModel(nn.Module):
 
     def token_latents(self, hidden: torch.Tensor) -> torch.Tensor:
         """SAE latents z for a (N, d_in) matrix of token states, in chunks."""
-        sae_dtype = self.sae.W_enc.dtype
+        sae_dtype = self.sae.W_enc.dtype  # SAE or vocabulary projection
         parts = [self.sae.encode(chunk.to(sae_dtype)) for chunk in hidden.split(TOKEN_CHUNK)]
         return torch.cat(parts) if parts else hidden.new_zeros((0, self.dim))
 
@@ -111,49 +111,76 @@ def check_same_model(given: str, recorded: str | None, sae: str) -> None:
                         f"pass --model {recorded} (or a local copy in a folder of that name)")
 
 
+def check_model_config(model: str, d_in: int) -> None:
+    """Refuse a backbone whose hidden size differs from the SAE's d_in, before loading weights."""
+    from transformers import AutoConfig
+
+    from .backbone import resolve_model_path
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(model))
+    except OSError as err:
+        raise ArtifactError(f"cannot load model config {model!r}: {str(err).splitlines()[0]}") from None
+    hidden = getattr(config, "hidden_size", None)
+    if hidden is not None and hidden != d_in:
+        raise ArtifactError(f"model {model!r} has hidden size {hidden} but the SAE expects d_in={d_in}; "
+                            "use the SAE trained for this model")
+
+
+def load_sparse_model(settings: EncoderSettings, device: str = "cpu"):
+    """(tokenizer, SparseLatentModel, resolved settings, SAE's recorded model) for any settings:
+    a plain model + SAE, a trained checkpoint (its own SAE unless --sae is given), or the
+    vocabulary twin (``--sae vocab``). Mismatches are refused before backbone weights load."""
+    from .checkpoint import apply_checkpoint, read_checkpoint
+    from .vocab import VOCAB, VocabProjection
+
+    ckpt = read_checkpoint(settings.model)
+    base_model = ckpt.base_model if ckpt else settings.model
+    spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
+    bundled = ckpt is not None and spec == ckpt.projection_spec
+    sae, recorded = None, None
+    if spec == VOCAB:
+        layer = settings.layer if settings.layer is not None else (ckpt.layer if ckpt else None)
+        if layer is None:
+            raise ArtifactError("--sae vocab needs --layer")
+        recorded_scale = None
+    else:
+        sae = load_sae(spec, settings.sae_id, device=device)
+        sae_layer = recorded_layer(sae)
+        layer = settings.layer if settings.layer is not None else sae_layer
+        if layer is None:
+            raise ArtifactError(f"--sae {spec} records no layer; give --layer")
+        if sae_layer is not None and layer != sae_layer:
+            raise ArtifactError(f"--layer {layer} differs from the layer the SAE was trained on "
+                                f"({sae_layer}, hook {sae.cfg.metadata.get('hook_name')!r})")
+        recorded = recorded_model(sae)
+        if not bundled:
+            check_same_model(base_model, recorded, spec)
+        check_model_config(base_model, int(sae.cfg.d_in))
+        recorded_scale = sae.cfg.metadata.get("splare_quant_scale")
+    if ckpt is not None and layer != ckpt.layer:
+        raise ArtifactError(f"--layer {layer} differs from the checkpoint's layer {ckpt.layer}")
+    scale = settings.quant_scale
+    if scale is None:
+        scale = float((ckpt.quant_scale if bundled else None) or recorded_scale or DEFAULT_QUANT_SCALE)
+    tokenizer, backbone = load_backbone(base_model, layer, device=device, dtype=getattr(torch, settings.dtype))
+    if ckpt is not None:
+        apply_checkpoint(backbone.model, ckpt)
+    projection = VocabProjection(backbone.model.get_input_embeddings()) if spec == VOCAB else sae
+    resolved = EncoderSettings(**{**asdict(settings), "sae": spec, "layer": layer, "quant_scale": scale})
+    return tokenizer, SparseLatentModel(backbone, projection, settings.pooling), resolved, recorded
+
+
 class SaeSparseEncoder:
-    """Encode texts to integer impact vectors over SAE latents."""
+    """Encode texts to integer impact vectors over SAE latents (or vocabulary terms)."""
 
     def __init__(self, settings: EncoderSettings | None = None, device: str = "cpu", **overrides):
         settings = settings or EncoderSettings()
         if overrides:
             settings = EncoderSettings(**{**asdict(settings), **overrides})
-        sae = load_sae(settings.sae, settings.sae_id, device=device)
-        sae_layer = recorded_layer(sae)
-        layer = settings.layer if settings.layer is not None else sae_layer
-        if layer is None:
-            raise ArtifactError(f"--sae {settings.sae} records no layer; give --layer")
-        if sae_layer is not None and layer != sae_layer:
-            raise ArtifactError(f"--layer {layer} differs from the layer the SAE was trained on "
-                                f"({sae_layer}, hook {sae.cfg.metadata.get('hook_name')!r})")
-        scale = settings.quant_scale
-        if scale is None:
-            scale = float(sae.cfg.metadata.get("splare_quant_scale") or DEFAULT_QUANT_SCALE)
-        self.settings = EncoderSettings(**{**asdict(settings), "layer": layer, "quant_scale": scale})
-        check_same_model(settings.model, recorded_model(sae), settings.sae)
-        self._check_model_config(settings.model, int(sae.cfg.d_in))
-        dtype = getattr(torch, settings.dtype)
-        tokenizer, backbone = load_backbone(settings.model, layer, device=device, dtype=dtype)
-        self.tokenizer = tokenizer
+        self.tokenizer, model, self.settings, self.sae_model_name = load_sparse_model(settings, device)
+        self.model = model.eval()
         self.device = device
-        self.model = SparseLatentModel(backbone, sae, settings.pooling).eval()
-        self.sae_model_name = recorded_model(sae)
-
-    @staticmethod
-    def _check_model_config(model: str, d_in: int) -> None:
-        """Refuse a backbone whose hidden size differs from the SAE's d_in before loading weights."""
-        from transformers import AutoConfig
-
-        from .backbone import resolve_model_path
-
-        try:
-            config = AutoConfig.from_pretrained(resolve_model_path(model))
-        except OSError as err:
-            raise ArtifactError(f"cannot load model config {model!r}: {str(err).splitlines()[0]}") from None
-        hidden = getattr(config, "hidden_size", None)
-        if hidden is not None and hidden != d_in:
-            raise ArtifactError(f"model {model!r} has hidden size {hidden} but the SAE expects d_in={d_in}; "
-                                "use the SAE trained for this model")
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         cap = self.settings.max_length * MAX_CHARS_PER_TOKEN
