@@ -3,7 +3,8 @@
 A checkpoint folder holds ``splare.json`` (base model, layer, projection, quantization
 scale, how it was trained), ``backbone.safetensors`` (the trained backbone parameters
 only; fp16 when shipped) and, for SAE projections, ``sae/`` in sae-lens's own format.
-``--model <folder>`` loads it; the SAE inside is used unless ``--sae`` says otherwise.
+``--model <folder>`` loads it; the SAE inside is used unless ``--sae`` says otherwise. A
+checkpoint may instead name a shipped SAE (``"sae": "<name>"``) so that the SAE is not stored twice.
 """
 from __future__ import annotations
 
@@ -26,12 +27,18 @@ class Checkpoint:
     layer: int
     projection: str  # "sae" or "vocab"
     quant_scale: float | None
+    sae: str | None = None  # a shipped SAE's name, used when the folder has no sae/ of its own
 
     @property
     def projection_spec(self) -> str:
+        from .sae import PACKAGED_MODELS
         from .vocab import VOCAB
 
-        return VOCAB if self.projection == VOCAB else str(self.path / "sae")
+        if self.projection == VOCAB:
+            return VOCAB
+        if (self.path / "sae").is_dir() or not self.sae:
+            return str(self.path / "sae")
+        return str(PACKAGED_MODELS / self.sae)  # e.g. the shipped default shares the shipped SAE
 
 
 def read_checkpoint(model: str) -> Checkpoint | None:
@@ -42,7 +49,8 @@ def read_checkpoint(model: str) -> Checkpoint | None:
         return None
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
-        return Checkpoint(path, info["base_model"], int(info["layer"]), info["projection"], info.get("quant_scale"))
+        return Checkpoint(path, info["base_model"], int(info["layer"]), info["projection"], info.get("quant_scale"),
+                          info.get("sae"))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ArtifactError(f"{info_path}: not a valid splare checkpoint ({type(err).__name__}: {err})") from None
 

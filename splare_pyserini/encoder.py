@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from . import __version__
-from .backbone import DEFAULT_MODEL, load_backbone
+from .backbone import load_backbone
 from .errors import ArtifactError
-from .sae import DEFAULT_SAE, load_sae, recorded_layer, recorded_model
+from .sae import DEFAULT_SAE, PACKAGED_MODELS, load_sae, recorded_layer, recorded_model
 
+# The shipped default: MiniLM fine-tuned for retrieval through the frozen shipped SAE (a checkpoint).
+DEFAULT_ENCODER_MODEL = str(PACKAGED_MODELS / "splare-minilm-scifact")
 DEFAULT_QUANT_SCALE = 100.0  # SPLADE's choice, used when the SAE records no splare_quant_scale
 TOKEN_CHUNK = 8192  # tokens per SAE call: bounds the (tokens x d_sae) latent matrix
 MAX_CHARS_PER_TOKEN = 50  # texts are cut to max_length * this many characters before tokenizing
@@ -27,7 +29,7 @@ MAX_CHARS_PER_TOKEN = 50  # texts are cut to max_length * this many characters b
 @dataclass(frozen=True)
 class EncoderSettings:
     """Everything that determines the integer vectors; recorded next to every output."""
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_ENCODER_MODEL
     sae: str | None = None  # None: the checkpoint's own SAE, else the shipped default SAE
     sae_id: str | None = None
     layer: int | None = None

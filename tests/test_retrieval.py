@@ -27,9 +27,10 @@ def test_retrieval_quality_on_real_data(slice_run):
     _, results = slice_run
     splare, bm25 = results["SPLARE"], results["BM25"]
     # 40 real SciFact test claims against 300 abstracts (their relevant ones and 261 others); a random
-    # ranking scores nDCG@10 ~ 0.02 here. Measured: BM25 0.908 / 0.975, untrained-SAE default 0.527 / 0.950.
+    # ranking scores nDCG@10 ~ 0.02 here. Measured: BM25 0.908 / 0.975; the shipped (trained) default
+    # 0.884 / 1.000; MiniLM + SAE before retrieval training 0.527 / 0.950.
     assert bm25["nDCG@10"] > 0.85 and bm25["R@100"] > 0.95
-    assert splare["nDCG@10"] > 0.4 and splare["R@100"] > 0.85
+    assert splare["nDCG@10"] > 0.8 and splare["R@100"] > 0.95
     for row in (splare, bm25):  # trec_eval (through Pyserini) and ir-measures agree
         assert row["nDCG@10"] == pytest.approx(row["nDCG@10 (ir-measures)"], abs=1e-4)
         assert row["R@100"] == pytest.approx(row["R@100 (ir-measures)"], abs=1e-4)
