@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
-def _tmp_name(path: Path) -> Path:
+def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
@@ -18,7 +18,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     """Open ``path``'s temporary twin for writing; rename it into place on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     kwargs = {} if "b" in mode else {"encoding": encoding}
     try:
         with open(tmp, mode, **kwargs) as handle:
@@ -36,7 +36,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()

@@ -7,7 +7,6 @@ w = max_t log(1 + relu(z_t)) over real tokens (SPLADE pooling; ``sum`` optional)
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -235,8 +234,3 @@ class SaeSparseEncoder:
 
     def info(self) -> dict:
         return {**self.settings.to_json(), "d_sae": self.model.dim, "sae_model_name": self.sae_model_name}
-
-
-def settings_from_info(path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)

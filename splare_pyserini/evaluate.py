@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 from pathlib import Path
 
 from .data import load_beir, read_beir_qrels, write_trec_qrels

@@ -11,13 +11,14 @@ Two equivalent paths (they give identical runs):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import _tmp_name
+from .atomic import tmp_name
 from .encode import add_encoder_args, build_encoder, normalize_query, query_view
 from .encoder import EncoderSettings, SaeSparseEncoder
 from .errors import ArtifactError, InputError, cli_main
@@ -74,7 +75,7 @@ def search_topics(searcher, topics: str | Path, output: str | Path, hits: int = 
         raise InputError(f"--topics {topics}: no such file")
     query_iterator = get_query_iterator(topics, TopicsFormat.DEFAULT)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(output)
+    tmp = tmp_name(output)
     writer = get_output_writer(str(tmp), OutputFormat.TREC, "w", max_hits=hits, tag="Anserini",
                                topics=query_iterator.topics, use_max_passage=False)
     queries = [(str(qid), text) for qid, text in query_iterator]
@@ -122,8 +123,6 @@ def main(argv: list[str] | None = None) -> None:
             raise InputError(f"--encoded-queries {args.encoded_queries}: no such file")
         info_path = Path(args.encoded_queries).parent / "encode_info.json"
         if info_path.is_file():
-            import json
-
             check_compatible(args.index, json.loads(info_path.read_text()))
         searcher = open_searcher(args.index, args.encoded_queries)
     else:

@@ -231,6 +231,7 @@ class Trainer:
         projection = VOCAB if settings.sae == VOCAB else "sae"
         info = {"format": "splare-checkpoint/1", "base_model": self._base_model(), "layer": settings.layer,
                 "projection": projection, "quant_scale": scale, "pooling": settings.pooling,
+                **({"vocab_k": model.sae.k} if projection == VOCAB else {}),
                 "splare_pyserini_version": __version__, "training": asdict(self.cfg),
                 "pairs": len(self.pairs), "train_seconds_this_run": round(seconds, 1), "resumed": resumed,
                 "final": self.log[-1] if self.log else None}

@@ -1,8 +1,6 @@
 """Real Anserini indexing and search on a slice of the shipped SciFact, with the shipped default model."""
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

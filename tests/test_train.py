@@ -86,3 +86,18 @@ def test_vocabulary_twin_trains_on_the_same_recipe(tmp_path, tiny_beir, tiny_mod
     assert encoder.settings.sae == "vocab" and encoder.model.dim == encoder.tokenizer.vocab_size
     vector = encoder.encode(["protein folding in yeast"])[0]
     assert vector and max(int(t[1:]) for t in vector) < encoder.tokenizer.vocab_size
+
+
+def test_vocab_projection_keeps_k_terms_per_token():
+    from splare_pyserini.vocab import VocabProjection
+
+    torch.manual_seed(0)
+    projection = VocabProjection(torch.nn.Embedding(50, 8), k=3)
+    x = torch.randn(4, 8, requires_grad=True)
+    z = projection.encode(x)
+    assert z.shape == (4, 50) and ((z > 0).sum(1) <= 3).all() and (z >= 0).all()
+    logits = x @ projection.embeddings.weight.T
+    top = logits.topk(3, dim=1)
+    torch.testing.assert_close(z.gather(1, top.indices), torch.relu(top.values))
+    z.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
