@@ -146,8 +146,7 @@ def resolve_beir_folder(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if (path / "corpus.jsonl").is_file():
         return path
-    roots = [Path(p) for p in os.environ.get("SPLARE_BEIR_DIR", "").split(os.pathsep) if p]
-    roots.append(PACKAGED_BEIR)
+    roots = beir_roots()
     for root in roots:
         if (root / str(name_or_path) / "corpus.jsonl").is_file():
             return root / str(name_or_path)
@@ -219,3 +218,43 @@ def write_trec_qrels(qrels: dict[str, dict[str, int]], path: str | Path) -> Path
             for docid, rel in sorted(qrels[qid].items()):
                 out.write(f"{qid} 0 {docid} {rel}\n")
     return Path(path)
+
+
+def beir_roots() -> list[Path]:
+    """Where bare dataset names are looked up: $SPLARE_BEIR_DIR (colon-separated), then the packaged data."""
+    roots = [Path(p) for p in os.environ.get("SPLARE_BEIR_DIR", "").split(os.pathsep) if p]
+    return roots + [PACKAGED_BEIR]
+
+
+def list_beir_folders() -> list[Path]:
+    """Every BEIR folder under ``beir_roots()``, one per name (the first root wins)."""
+    found: dict[str, Path] = {}
+    for root in beir_roots():
+        if root.is_dir():
+            for folder in sorted(root.iterdir()):
+                if (folder / "corpus.jsonl").is_file():
+                    found.setdefault(folder.name, folder)
+    return list(found.values())
+
+
+def write_beir_slice(source: str | Path, dest: str | Path, n_queries: int = 40, n_docs: int = 300,
+                     split: str = "test", seed: int = 0) -> Path:
+    """A small BEIR folder for smoke runs: the first ``n_queries`` judged queries of ``split``,
+    their relevant documents, and random other documents up to ``n_docs`` (seeded)."""
+    import random
+
+    source, dest = resolve_beir_folder(source), Path(dest)
+    full = load_beir(source, split, need_qrels=True)
+    qids = [q.id for q in full.queries][:n_queries]
+    relevant = {d for q in qids for d in full.qrels[q]}
+    others = sorted(r.id for r in full.corpus if r.id not in relevant)
+    keep = relevant | set(random.Random(seed).sample(others, max(0, min(len(others), n_docs - len(relevant)))))
+    wanted = set(qids)
+    (dest / "qrels").mkdir(parents=True, exist_ok=True)
+    for name, ids in (("corpus.jsonl", keep), ("queries.jsonl", wanted)):
+        with open(source / name, encoding="utf-8") as f, open(dest / name, "w", encoding="utf-8") as out:
+            out.writelines(line for line in f if line.strip() and json.loads(line)["_id"] in ids)
+    with open(dest / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as out:
+        out.write("query-id\tcorpus-id\tscore\n")
+        out.writelines(f"{q}\t{d}\t{r}\n" for q in qids for d, r in full.qrels[q].items())
+    return dest

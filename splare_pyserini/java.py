@@ -143,6 +143,9 @@ def anserini_jar() -> Path:
 _RUNTIME: JavaRuntime | None = None
 
 
+LUCENE_MAX_CLAUSES = 65536
+
+
 def start_jvm() -> JavaRuntime:
     """Boot the JVM once, with the chosen runtime, before anything imports Pyserini.
 
@@ -164,8 +167,11 @@ def start_jvm() -> JavaRuntime:
                            "call start_jvm() before importing pyserini or jnius.")
     jnius_config.add_classpath(str(anserini_jar()))
     jnius_config.add_options(*jvm_options(runtime))
-    import jnius  # noqa: F401  (boots the JVM)
+    import jnius  # boots the JVM
 
+    # Learned sparse queries can hold more terms than Lucene's default limit of 1,024 boolean
+    # clauses (the untrained vocabulary twin's do), which makes Anserini throw TooManyClauses.
+    jnius.autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(LUCENE_MAX_CLAUSES)
     _RUNTIME = runtime
     return runtime
 

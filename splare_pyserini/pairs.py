@@ -65,25 +65,39 @@ def self_supervised_pairs(dataset: str | Path, seed: int = 0, per_doc: int = 1) 
 
 def add_bm25_negatives(pairs: list[Pair], dataset: str | Path, cache: Path, depth: int = 30,
                        threads: int = 2) -> None:
-    """Fill ``pair.negatives`` with BM25's top documents for the query, positives removed."""
-    from .index import index_bm25, read_index_info
-    from .search import open_searcher
+    """Fill ``pair.negatives`` with BM25's top documents for the query, positives removed.
 
-    folder = resolve_beir_folder(dataset)
-    index = cache / f"bm25-{folder.name}"
-    if read_index_info(index) is None:
-        index_bm25(folder, index, threads=threads, overwrite=True)
-    searcher = open_searcher(index, None, bm25=True)
+    The search runs in a child process: a JVM booted inside the training process crashed it
+    (SIGSEGV in libtorch under the JVM's signal handlers, seen mid-training), so training
+    keeps the JVM out of its own address space."""
+    import multiprocessing
+
     by_query: dict[str, list[Pair]] = {}
     for pair in pairs:
         by_query.setdefault(pair.query, []).append(pair)
     queries = sorted(by_query)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        hits = pool.apply(bm25_top_docs, (queries, str(resolve_beir_folder(dataset)), str(cache), depth, threads))
+    for query, doc_ids in zip(queries, hits):
+        positive_ids = {p.positive_id for p in by_query[query]}
+        negatives = [doc_id for doc_id in doc_ids if doc_id not in positive_ids]
+        for pair in by_query[query]:
+            pair.negatives = negatives
+
+
+def bm25_top_docs(queries: list[str], folder: str, cache: str, depth: int, threads: int) -> list[list[str]]:
+    """BM25's top ``depth`` doc ids per query (Pyserini defaults), indexing the corpus once into ``cache``."""
+    from .index import index_bm25, read_index_info
+    from .search import open_searcher
+
+    index = Path(cache) / f"bm25-{Path(folder).name}"
+    if read_index_info(index) is None:
+        index_bm25(Path(folder), index, threads=threads, overwrite=True)
+    searcher = open_searcher(index, None, bm25=True)
     ids = [str(i) for i in range(len(queries))]
+    results: list[list[str]] = []
     for start in range(0, len(queries), 512):
         batch_q, batch_ids = queries[start:start + 512], ids[start:start + 512]
         hits = searcher.batch_search(batch_q, batch_ids, depth, threads)
-        for qid, query in zip(batch_ids, batch_q):
-            positive_ids = {p.positive_id for p in by_query[query]}
-            negatives = [h.docid for h in hits[qid] if h.docid not in positive_ids]
-            for pair in by_query[query]:
-                pair.negatives = negatives
+        results.extend([h.docid for h in hits[qid]] for qid in batch_ids)
+    return results

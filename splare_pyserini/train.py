@@ -56,6 +56,8 @@ class TrainConfig:
     doc_max_length: int = 192
     negatives_depth: int = 30
     train_sae: bool = False
+    lora_rank: int = 0  # 0: full fine-tuning of the blocks; > 0: LoRA (peft) on their linear layers
+    lora_alpha: float = 32.0
     distill: str | None = None  # "kl" or "margin-mse", teacher = dense all-MiniLM-L6-v2
     distill_weight: float = 1.0
     seed: int = 0
@@ -96,6 +98,33 @@ def trainable_names(encoder: SaeSparseEncoder, train_sae: bool) -> list[str]:
     return names
 
 
+def add_lora(encoder: SaeSparseEncoder, rank: int, alpha: float) -> None:
+    """Replace full fine-tuning of the blocks by LoRA adapters (peft) on their linear layers;
+    only the adapters (and the SAE, if it trains) keep ``requires_grad``."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    backbone = encoder.model.backbone.model
+    prefix = encoder.model.backbone.layers_name + "."
+    targets = [name for name, module in backbone.named_modules()
+               if name.startswith(prefix) and isinstance(module, torch.nn.Linear)]
+    for name, param in backbone.named_parameters():
+        param.requires_grad_(False)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets), backbone)
+
+
+def merge_lora(encoder: SaeSparseEncoder) -> None:
+    """Fold the adapters into the base weights and unwrap them, so the checkpoint holds plain
+    block weights under their original names and loads like a fully fine-tuned one."""
+    from peft.tuners.lora import LoraLayer
+
+    backbone = encoder.model.backbone.model
+    for name, module in list(backbone.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(backbone.get_submodule(parent_name) if parent_name else backbone, child, module.base_layer)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -106,6 +135,8 @@ class Trainer:
         self.encoder = SaeSparseEncoder(settings)
         self.queries = self.encoder.with_options(max_length=cfg.query_max_length)
         self.names = trainable_names(self.encoder, cfg.train_sae)
+        if cfg.lora_rank > 0:
+            add_lora(self.encoder, cfg.lora_rank, cfg.lora_alpha)
         params = [p for p in self.encoder.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
         warm = max(cfg.warmup_steps, 1)
@@ -223,6 +254,8 @@ class Trainer:
         from .train_sae import calibrate_quant_scale
         from .activations import collect_activations
 
+        if self.cfg.lora_rank > 0:
+            merge_lora(self.encoder)
         model = self.encoder.model.eval()
         settings = self.encoder.settings
         sample = [self.docs[d] for d in sorted(self.docs)[:200]]

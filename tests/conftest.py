@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from splare_pyserini.backbone import DEFAULT_MODEL, resolve_model_path  # noqa: E402
-from splare_pyserini.data import PACKAGED_BEIR, load_beir  # noqa: E402
+from splare_pyserini.data import PACKAGED_BEIR, write_beir_slice  # noqa: E402
 
 TINY_HIDDEN = 32
 TINY_LAYERS = 3
@@ -70,21 +69,7 @@ def tiny_encoder(tiny_model, tiny_sae):
 def make_beir_slice(dest: Path, n_queries: int = 40, n_docs: int = 300, seed: int = 0) -> Path:
     """A BEIR folder: the first n test queries of the shipped SciFact, their relevant
     documents, and random other documents up to n_docs."""
-    full = load_beir(PACKAGED_BEIR / "scifact", "test")
-    qids = [q.id for q in full.queries][:n_queries]
-    relevant = {d for q in qids for d in full.qrels[q]}
-    others = sorted(r.id for r in full.corpus if r.id not in relevant)
-    keep = relevant | set(random.Random(seed).sample(others, n_docs - len(relevant)))
-    src = PACKAGED_BEIR / "scifact"
-    (dest / "qrels").mkdir(parents=True)
-    with open(src / "corpus.jsonl") as f, open(dest / "corpus.jsonl", "w") as out:
-        out.writelines(line for line in f if json.loads(line)["_id"] in keep)
-    with open(src / "queries.jsonl") as f, open(dest / "queries.jsonl", "w") as out:
-        out.writelines(line for line in f if json.loads(line)["_id"] in set(qids))
-    with open(dest / "qrels" / "test.tsv", "w") as out:
-        out.write("query-id\tcorpus-id\tscore\n")
-        out.writelines(f"{q}\t{d}\t{r}\n" for q in qids for d, r in full.qrels[q].items())
-    return dest
+    return write_beir_slice(PACKAGED_BEIR / "scifact", dest, n_queries, n_docs, seed=seed)
 
 
 @pytest.fixture(scope="session")

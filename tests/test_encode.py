@@ -188,3 +188,65 @@ def test_corrupt_model_weights_are_reported(tmp_path, tiny_model, tiny_sae):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ArtifactError, match=r"cannot load model '.*m' \("):
         load_backbone(str(tmp_path / "m"), layer=1)
+
+
+def _dense_and_sparse(model, batch):
+    """Pooled weights and gradients (backbone and projection) of sae-lens's dense ``encode`` path
+    and of the TopK path, on one batch; plus the TopK path under inference mode."""
+    from splare_pyserini.encoder import topk_plan
+
+    for param in model.parameters():
+        param.requires_grad_(True)
+    upstream = None
+    out = {}
+    for path in ("dense", "topk"):
+        model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            hidden = model.backbone(batch["input_ids"], batch["attention_mask"])
+            mask = batch["token_mask"].bool()
+            tokens, lengths = hidden[mask], mask.sum(dim=1).tolist()
+            pooled = (model.pool_dense(tokens, lengths) if path == "dense"
+                      else model.pool_topk(topk_plan(model.sae), tokens, lengths))
+            if upstream is None:
+                upstream = torch.randn(pooled.shape, generator=torch.Generator().manual_seed(0))
+            (pooled * upstream).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        out[path] = (pooled.detach(), grads)
+    with torch.inference_mode():
+        inference = model(**batch)
+    return out["dense"], out["topk"], inference
+
+
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+def test_topk_path_matches_sae_lens_dense_encode_values_and_gradients(tmp_path, tiny_model, pooling):
+    """b_dec subtracted from the input and decoder-norm rescaling must carry over to the fast path."""
+    from sae_lens import SAE
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+
+    from splare_pyserini.encoder import topk_plan
+    from splare_pyserini.vocab import VocabProjection
+
+    torch.manual_seed(3)
+    cfg = TopKSAEConfig(d_in=32, d_sae=256, k=8, apply_b_dec_to_input=True, rescale_acts_by_decoder_norm=True,
+                        metadata=SAEMetadata(model_name=str(tiny_model), hook_name="encoder.layer.1"))
+    sae = TopKSAE(cfg)
+    with torch.no_grad():
+        for p in (sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec):
+            p.normal_(0, 0.5)
+    sae.save_model(tmp_path / "sae")
+    encoder = SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tmp_path / "sae"),
+                                               max_length=64, pooling=pooling))
+    assert topk_plan(encoder.model.sae) is not None and isinstance(SAE.load_from_disk(tmp_path / "sae"), TopKSAE)
+    batch = encoder.tokenize(["short text", "", "a somewhat longer text about protein folding in yeast"])
+    for model in (encoder.model, type(encoder.model)(
+            encoder.model.backbone, VocabProjection(encoder.model.backbone.model.get_input_embeddings()), pooling)):
+        (dense, dense_grads), (sparse, sparse_grads), inference = _dense_and_sparse(model, batch)
+        assert dense.count_nonzero() > 0 and sparse[1].count_nonzero() == 0
+        torch.testing.assert_close(sparse, dense)
+        torch.testing.assert_close(inference, dense)
+        assert dense_grads.keys() == sparse_grads.keys()
+        assert any(name.startswith("sae.") for name in dense_grads) or isinstance(model.sae, VocabProjection)
+        assert sum(float(g.abs().sum()) for g in dense_grads.values()) > 0
+        for name, grad in dense_grads.items():
+            torch.testing.assert_close(sparse_grads[name], grad, msg=lambda m, n=name: f"{n}: {m}")

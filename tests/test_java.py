@@ -60,3 +60,12 @@ def test_search_stack_runs_on_the_chosen_java():
     assert shutil.which("java") == str(runtime.java)
     out = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
     assert f'version "{runtime.major}' in out
+
+
+def test_lucene_accepts_queries_longer_than_its_default_clause_limit():
+    """Learned sparse queries can exceed Lucene's default 1,024 clauses (TooManyClauses)."""
+    java.start_jvm()
+    from jnius import autoclass
+
+    searcher_class = autoclass("org.apache.lucene.search.IndexSearcher")
+    assert searcher_class.getMaxClauseCount() == java.LUCENE_MAX_CLAUSES >= 30522  # a whole BERT vocabulary

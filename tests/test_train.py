@@ -78,6 +78,24 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_beir, tiny_model
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_lora_trains_adapters_only_and_exports_merged_block_weights(tmp_path, tiny_beir, tiny_model, tiny_sae):
+    cfg = config(tmp_path, tiny_beir, tiny_model, tiny_sae, lora_rank=4, lr=1e-2)
+    trainer = Trainer(cfg)
+    trainable = [n for n, p in trainer.encoder.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    ckpt = trainer.fit()
+    weights = load_file(str(ckpt / "backbone.safetensors"))
+    base = SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tiny_sae)))
+    assert weights.keys() <= base.model.backbone.model.state_dict().keys()  # plain names: adapters merged
+    tuned = SaeSparseEncoder(EncoderSettings(model=str(ckpt)))
+    block = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(tuned.model.backbone.model.state_dict()[block], base.model.backbone.model.state_dict()[block])
+    text = ["protein folding in yeast"]
+    with torch.inference_mode():  # the merged checkpoint encodes as the adapted model did
+        torch.testing.assert_close(tuned.model(**tuned.tokenize(text)), trainer.encoder.model(**tuned.tokenize(text)),
+                                   atol=2e-2, rtol=2e-2)
+
+
 def test_vocabulary_twin_trains_on_the_same_recipe(tmp_path, tiny_beir, tiny_model):
     ckpt = train(config(tmp_path, tiny_beir, tiny_model, None, sae="vocab", layer=2, steps=2, mode="zero-shot"))
     info = json.loads((ckpt / "splare.json").read_text())
