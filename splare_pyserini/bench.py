@@ -296,6 +296,20 @@ def make_encoder(system: str, cfg: BenchConfig):
     return SaeSparseEncoder(settings)
 
 
+# The settings each system's figures depend on: changing --vocab-model reruns only the vocab row.
+SYSTEM_FIELDS = {"bm25": (), "dense": (),
+                 "splare": ("splare_model", "topk", "query_topk"),
+                 "splare-pruned": ("splare_model", "pruned_topk", "pruned_query_topk"),
+                 "vocab": ("vocab_model", "vocab_layer", "topk", "query_topk")}
+COMMON_FIELDS = ("batch_size", "max_length", "query_max_length", "hits", "cost_docs", "cost_repeats",
+                 "latency_queries")
+
+
+def system_config(cfg: BenchConfig, system: str) -> dict:
+    """The part of the config that is the cache key of one system's row."""
+    return {name: getattr(cfg, name) for name in COMMON_FIELDS + SYSTEM_FIELDS[system]}
+
+
 def bench_dataset(folder: Path, output: Path, systems: Sequence[str], cfg: BenchConfig, force: bool = False) -> dict:
     """{system: row} for one BEIR folder; each system's row is cached in ``<output>/<system>/result.json``."""
     data = load_beir(folder, "test", need_qrels=True)
@@ -304,7 +318,8 @@ def bench_dataset(folder: Path, output: Path, systems: Sequence[str], cfg: Bench
     for system in systems:
         sys_dir = output / system
         cached = sys_dir / "result.json"
-        key = {"config": asdict(cfg), "system": system, "docs": len(data.corpus), "queries": len(data.queries)}
+        key = {"config": system_config(cfg, system), "system": system, "docs": len(data.corpus),
+               "queries": len(data.queries)}
         if cached.is_file() and not force:
             saved = json.loads(cached.read_text())
             if saved.get("key") == key:
@@ -399,20 +414,28 @@ def plot(results: dict[str, dict[str, dict]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     markers = {"bm25": "s", "splare": "o", "splare-pruned": "P", "vocab": "^", "dense": "D"}
-    for name, rows in results.items():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    xs = []
+    for n, (name, rows) in enumerate(results.items()):  # one colour per BEIR set, one marker per system
         for system, row in rows.items():
-            ax.scatter(row["on-the-fly p50 ms"], row["nDCG@10"], marker=markers[system], s=60,
-                       label=f"{row.get('label', LABELS[system])} ({name})")
-            ax.annotate(row.get("label", LABELS[system]), (row["on-the-fly p50 ms"], row["nDCG@10"]), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8)
+            x, y = row["on-the-fly p50 ms"], row["nDCG@10"]
+            xs.append(x)
+            ax.scatter(x, y, marker=markers[system], s=60, color=colors[n % len(colors)],
+                       label=name if system == next(iter(rows)) else None)
+            ax.annotate(row.get("label", LABELS[system]), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("query latency p50, ms (one thread, query encoded on the fly)")
+    ax.set_xlim(min(xs) / 1.3, max(xs) * 4)  # room for the labels on the right
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("query latency p50, ms (one thread, query encoded on the fly; log scale)")
     ax.set_ylabel("nDCG@10")
     ax.set_title("Quality against query latency")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(title="BEIR set", fontsize=8, loc="lower right")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)

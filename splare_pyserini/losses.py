@@ -5,10 +5,12 @@ import torch
 import torch.nn.functional as F
 
 
-def contrastive_loss(queries: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(queries: torch.Tensor, documents: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """InfoNCE: query i's positive is document i; every other document in the batch (the other
-    positives and all hard negatives, stacked after the B positives) is a negative."""
-    scores = queries @ documents.T
+    positives and all hard negatives, stacked after the B positives) is a negative. Scores are
+    divided by ``temperature``: projections whose dot products spread wider (the vocabulary
+    twin's, ~5x the SAE's at initialization) otherwise saturate the softmax."""
+    scores = queries @ documents.T / temperature
     return F.cross_entropy(scores, torch.arange(queries.shape[0], device=queries.device))
 
 

@@ -2,6 +2,7 @@
 with hard negatives mined by BM25 through Pyserini."""
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -69,20 +70,36 @@ def add_bm25_negatives(pairs: list[Pair], dataset: str | Path, cache: Path, dept
 
     The search runs in a child process: a JVM booted inside the training process crashed it
     (SIGSEGV in libtorch under the JVM's signal handlers, seen mid-training), so training
-    keeps the JVM out of its own address space."""
-    import multiprocessing
-
+    keeps the JVM out of its own address space. The child is ``python -m splare_pyserini.pairs``,
+    not a multiprocessing spawn, which would re-run a user's script that lacks a main guard."""
     by_query: dict[str, list[Pair]] = {}
     for pair in pairs:
         by_query.setdefault(pair.query, []).append(pair)
     queries = sorted(by_query)
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        hits = pool.apply(bm25_top_docs, (queries, str(resolve_beir_folder(dataset)), str(cache), depth, threads))
+    hits = bm25_top_docs_in_child(queries, str(resolve_beir_folder(dataset)), str(cache), depth, threads)
     for query, doc_ids in zip(queries, hits):
         positive_ids = {p.positive_id for p in by_query[query]}
         negatives = [doc_id for doc_id in doc_ids if doc_id not in positive_ids]
         for pair in by_query[query]:
             pair.negatives = negatives
+
+
+def bm25_top_docs_in_child(queries: list[str], folder: str, cache: str, depth: int, threads: int) -> list[list[str]]:
+    """``bm25_top_docs`` in a fresh interpreter; request and answer travel as JSON files."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="splare-bm25-") as tmp:
+        request, answer = Path(tmp) / "request.json", Path(tmp) / "hits.json"
+        request.write_text(json.dumps({"queries": queries, "folder": folder, "cache": cache, "depth": depth,
+                                       "threads": threads}), encoding="utf-8")
+        proc = subprocess.run([sys.executable, "-m", "splare_pyserini.pairs", str(request), str(answer)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0 or not answer.is_file():
+            tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
+            raise RuntimeError(f"BM25 negative mining for {folder} failed (exit {proc.returncode}):\n{tail}")
+        return json.loads(answer.read_text(encoding="utf-8"))
 
 
 def bm25_top_docs(queries: list[str], folder: str, cache: str, depth: int, threads: int) -> list[list[str]]:
@@ -101,3 +118,15 @@ def bm25_top_docs(queries: list[str], folder: str, cache: str, depth: int, threa
         hits = searcher.batch_search(batch_q, batch_ids, depth, threads)
         results.extend([h.docid for h in hits[qid]] for qid in batch_ids)
     return results
+
+
+def _child_main(request: str, answer: str) -> None:
+    args = json.loads(Path(request).read_text(encoding="utf-8"))
+    hits = bm25_top_docs(args["queries"], args["folder"], args["cache"], args["depth"], args["threads"])
+    Path(answer).write_text(json.dumps(hits), encoding="utf-8")
+
+
+if __name__ == "__main__":  # the child process of add_bm25_negatives
+    import sys
+
+    _child_main(sys.argv[1], sys.argv[2])

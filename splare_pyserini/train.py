@@ -49,6 +49,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 5e-5
     warmup_steps: int = 20
+    temperature: float = 1.0  # InfoNCE temperature on the dot products
     lambda_d: float = 1e-3
     lambda_q: float = 1e-3
     flops_warmup: int = 100
@@ -179,13 +180,13 @@ class Trainer:
         model = self.encoder.model.train()
         q = model(**self.queries.tokenize(queries))
         d = model(**self.encoder.tokenize(documents))
-        rank = contrastive_loss(q, d)
+        rank = contrastive_loss(q, d, cfg.temperature)
         lq = quadratic_warmup(self.step, cfg.flops_warmup, cfg.lambda_q)
         ld = quadratic_warmup(self.step, cfg.flops_warmup, cfg.lambda_d)
         loss = rank + lq * flops(q) + ld * flops(d)
         if self.teacher is not None:
             teacher = self.teacher.encode(queries) @ self.teacher.encode(documents).T / 0.05
-            student = q @ d.T
+            student = q @ d.T / cfg.temperature
             if cfg.distill == "kl":
                 distill = distillation_kl(student, teacher)
             else:

@@ -50,8 +50,10 @@ def training_texts(source: str) -> list[str]:
 
 def train_sae(source: str, output: str | Path, model: str = DEFAULT_MODEL, layer: int = 4, d_sae: int = 8192,
               k: int = 32, steps: int = 300, batch_size: int = 4096, lr: float = 4e-4, max_length: int = 256,
-              max_tokens: int | None = 2_000_000, seed: int = 0, fp16: bool = True) -> Path:
-    """Train and save a TopK SAE; returns the output folder."""
+              max_tokens: int | None = 2_000_000, seed: int = 0, fp16: bool = True,
+              activations: torch.Tensor | None = None) -> Path:
+    """Train and save a TopK SAE; returns the output folder. ``activations`` (hidden states at
+    ``layer``, e.g. shared by the runs of a sweep) skips collecting them from ``source``."""
     from sae_lens import SAE
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.saes.sae import SAEMetadata
@@ -62,9 +64,9 @@ def train_sae(source: str, output: str | Path, model: str = DEFAULT_MODEL, layer
 
     torch.manual_seed(seed)
     started = time.time()
-    texts = training_texts(source)
     runner = _BackboneOnly(model, layer, max_length)
-    acts = collect_activations(runner, texts, max_tokens=max_tokens)
+    acts = activations if activations is not None else collect_activations(runner, training_texts(source),
+                                                                           max_tokens=max_tokens)
     seconds_acts = time.time() - started
     hook_name = f"{runner.model.backbone.layers_name}.{layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
     cfg = TopKTrainingSAEConfig(

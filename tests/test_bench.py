@@ -71,6 +71,19 @@ def test_rerun_uses_the_cache(small_bench, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert printed.count("HOLDS: ") + printed.count("MISSED: ") == 6
 
+    # a setting of one system invalidates that system's row only
+    from dataclasses import replace
+    ran = []
+
+    def fake_sparse(system, *_args, **_kwargs):
+        ran.append(system)
+        return {**report["results"]["scifact-small"][system]}
+    monkeypatch.setattr(bench, "run_sparse", fake_sparse)
+    settings = type("Settings", (), {"model": "m"})()
+    monkeypatch.setattr(bench, "make_encoder", lambda system, cfg: type("Encoder", (), {"settings": settings})())
+    bench.run_bench([folder], out, cfg=replace(cfg, vocab_layer=1, pruned_topk=32))
+    assert ran == ["splare-pruned", "vocab"]
+
 
 def test_quick_cli_on_a_slice_and_unknown_system(tmp_path, capsys):
     bench.main(["--quick", "--systems", "bm25", "--output", str(tmp_path), "--datasets", "scifact"])

@@ -43,6 +43,7 @@ def test_losses():
     q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     d = torch.tensor([[5.0, 0.0], [0.0, 5.0], [1.0, 1.0], [0.0, 0.0]])
     assert float(contrastive_loss(q, d)) < float(contrastive_loss(q, d.flip(0)))
+    torch.testing.assert_close(contrastive_loss(q, d, temperature=5.0), contrastive_loss(q / 5.0, d))
     assert float(flops(torch.tensor([[1.0, 0.0], [3.0, 2.0]]))) == pytest.approx(2.0 ** 2 + 1.0 ** 2)
     assert [quadratic_warmup(s, 10, 1.0) for s in (0, 5, 10, 20)] == [0.0, 0.25, 1.0, 1.0]
 
@@ -119,3 +120,21 @@ def test_vocab_projection_keeps_k_terms_per_token():
     torch.testing.assert_close(z.gather(1, top.indices), torch.relu(top.values))
     z.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_bm25_negatives_work_from_a_script_without_main_guard(tmp_path, tiny_beir):
+    """The JVM runs in a child interpreter; a multiprocessing spawn would re-run such a script forever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from splare_pyserini.pairs import add_bm25_negatives, supervised_pairs\n"
+        f"pairs = supervised_pairs({str(tiny_beir)!r}, 'train')\n"
+        f"add_bm25_negatives(pairs, {str(tiny_beir)!r}, Path({str(tmp_path / 'cache')!r}), depth=5)\n"
+        "print(sum(bool(p.negatives) for p in pairs), len(pairs))\n"
+        "assert all(p.positive_id not in p.negatives for p in pairs)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["10", "10"]
