@@ -24,7 +24,8 @@ from .evaluate import evaluate_run
 from .index import index_bm25, index_size_bytes, index_vectors, read_index_info
 
 
-def _mean_nonzeros(path: Path) -> float:
+def mean_nonzeros(path: Path) -> float:
+    """Mean number of terms per vector in a JsonVectorCollection file or folder."""
     total = count = 0
     for file in ([path] if path.is_file() else sorted(path.glob("*.jsonl"))):
         with open(file, encoding="utf-8") as handle:
@@ -60,8 +61,8 @@ def run_beir(dataset: str | Path, output: str | Path, encoder, split: str = "tes
     run = search_topics(open_searcher(index, str(vectors / "queries.jsonl")), vectors / "topics.tsv",
                         output / "run.splare.trec", hits, threads, search_batch_size)
     results["SPLARE"] = {**evaluate_run(data.qrels, run, qrels_trec),
-                         "doc nnz": round(_mean_nonzeros(vectors / "corpus"), 1),
-                         "query nnz": round(_mean_nonzeros(vectors / "queries.jsonl"), 1),
+                         "doc nnz": round(mean_nonzeros(vectors / "corpus"), 1),
+                         "query nnz": round(mean_nonzeros(vectors / "queries.jsonl"), 1),
                          "index MB": round(index_size_bytes(index) / 1e6, 2)}
     if summary.reused_chunks == 0:
         results["SPLARE"]["encode docs/s"] = round(len(data.corpus) / seconds, 1)

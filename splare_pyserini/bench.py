@@ -151,19 +151,10 @@ def dense_encode_cost(dense, texts: list[str], cfg: BenchConfig) -> dict:
             "encode / backbone": round(best["encode"] / best["backbone"], 3)}
 
 
-def mean_nonzeros(path: Path) -> float:
-    total = count = 0
-    for file in ([path] if path.is_file() else sorted(path.glob("*.jsonl"))):
-        with open(file, encoding="utf-8") as handle:
-            for line in handle:
-                total += len(json.loads(line)["vector"])
-                count += 1
-    return round(total / max(count, 1), 1)
-
-
 def run_sparse(name: str, encoder, data: Dataset, folder: Path, qrels_trec: Path, cfg: BenchConfig,
                query_topk: int | None = None) -> dict:
     """Encode, impact-index, search (pre-encoded run), evaluate, then time costs and latency."""
+    from .beir import mean_nonzeros
     from .encode import encode_corpus, encode_queries
     from .evaluate import evaluate_run
     from .index import index_size_bytes, index_vectors, read_index_info
@@ -179,7 +170,8 @@ def run_sparse(name: str, encoder, data: Dataset, folder: Path, qrels_trec: Path
     pre_encoded = open_searcher(index, str(vectors / "queries.jsonl"))
     run = search_topics(pre_encoded, vectors / "topics.tsv", folder / "run.trec", cfg.hits)
     row = {**evaluate_run(data.qrels, run, qrels_trec, MEASURES),
-           "doc nnz": mean_nonzeros(vectors / "corpus"), "query nnz": mean_nonzeros(vectors / "queries.jsonl"),
+           "doc nnz": round(mean_nonzeros(vectors / "corpus"), 1),
+           "query nnz": round(mean_nonzeros(vectors / "queries.jsonl"), 1),
            "index MB": round(index_size_bytes(index) / 1e6, 3)}
     texts = [r.text for r in data.corpus[:cfg.cost_docs]]
     row.update(sparse_encode_cost(encoder, texts, cfg))  # both cores, as encoding runs
