@@ -302,6 +302,24 @@ def system_config(cfg: BenchConfig, system: str) -> dict:
     return {name: getattr(cfg, name) for name in COMMON_FIELDS + SYSTEM_FIELDS[system]}
 
 
+def weights_fingerprint(cfg: BenchConfig, system: str) -> str | None:
+    """Hash of the checkpoint's ``splare.json`` (training config, final log, quantization scale):
+    a row measured on the old shipped default must not be reused once the default is retrained
+    under the same (``None``) ``--splare-model``."""
+    import hashlib
+
+    from .encoder import DEFAULT_ENCODER_MODEL
+
+    if system in ("splare", "splare-pruned"):
+        model = cfg.splare_model or DEFAULT_ENCODER_MODEL
+    elif system == "vocab" and cfg.vocab_model:
+        model = cfg.vocab_model
+    else:
+        return None
+    info = Path(model) / "splare.json"
+    return hashlib.sha256(info.read_bytes()).hexdigest()[:16] if info.is_file() else None
+
+
 def bench_dataset(folder: Path, output: Path, systems: Sequence[str], cfg: BenchConfig, force: bool = False) -> dict:
     """{system: row} for one BEIR folder; each system's row is cached in ``<output>/<system>/result.json``."""
     data = load_beir(folder, "test", need_qrels=True)
@@ -311,7 +329,7 @@ def bench_dataset(folder: Path, output: Path, systems: Sequence[str], cfg: Bench
         sys_dir = output / system
         cached = sys_dir / "result.json"
         key = {"config": system_config(cfg, system), "system": system, "docs": len(data.corpus),
-               "queries": len(data.queries)}
+               "queries": len(data.queries), "weights": weights_fingerprint(cfg, system)}
         if cached.is_file() and not force:
             saved = json.loads(cached.read_text())
             if saved.get("key") == key:

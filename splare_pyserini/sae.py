@@ -7,7 +7,7 @@ from pathlib import Path
 from .errors import ArtifactError
 
 PACKAGED_MODELS = Path(__file__).parent / "models"
-DEFAULT_SAE = str(PACKAGED_MODELS / "minilm-l6-topk-sae")
+DEFAULT_SAE = str(PACKAGED_MODELS / "minilm-l6-layer6-topk-sae")
 
 # hook names sae-lens SAEs record, and the Hugging Face hidden_states index each one is.
 _HOOK_PATTERNS = [

@@ -184,6 +184,7 @@ class Trainer:
         lq = quadratic_warmup(self.step, cfg.flops_warmup, cfg.lambda_q)
         ld = quadratic_warmup(self.step, cfg.flops_warmup, cfg.lambda_d)
         loss = rank + lq * flops(q) + ld * flops(d)
+        extra = {}
         if self.teacher is not None:
             teacher = self.teacher.encode(queries) @ self.teacher.encode(documents).T / 0.05
             student = q @ d.T / cfg.temperature
@@ -195,13 +196,14 @@ class Trainer:
                 distill = margin_mse(torch.stack([student[idx, idx], student[idx, idx + n]], 1),
                                      torch.stack([teacher[idx, idx], teacher[idx, idx + n]], 1))
             loss = loss + cfg.distill_weight * distill
+            extra["distill"] = round(distill.item(), 4)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return {"step": self.step, "loss": round(loss.item(), 4), "rank": round(rank.item(), 4),
+        return {"step": self.step, "loss": round(loss.item(), 4), "rank": round(rank.item(), 4), **extra,
                 "nnz_q": round(float((q > 0).sum(1).float().mean()), 1),
                 "nnz_d": round(float((d > 0).sum(1).float().mean()), 1)}
 

@@ -93,3 +93,18 @@ def test_quick_cli_on_a_slice_and_unknown_system(tmp_path, capsys):
     from splare_pyserini.errors import InputError
     with pytest.raises(InputError, match="unknown"):
         bench.run_bench(["scifact"], tmp_path, systems=["bm42"])
+
+
+def test_retrained_weights_invalidate_the_cached_row(tmp_path):
+    """The cache key holds a hash of the checkpoint's splare.json, so a default retrained in place
+    (same --splare-model, None) is measured again instead of reusing the old model's row."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "splare.json").write_text('{"layer": 4}')
+    cfg = bench.BenchConfig(splare_model=str(ckpt))
+    before = bench.weights_fingerprint(cfg, "splare")
+    assert before and before == bench.weights_fingerprint(cfg, "splare-pruned")
+    (ckpt / "splare.json").write_text('{"layer": 6}')
+    assert bench.weights_fingerprint(cfg, "splare") not in (None, before)
+    assert bench.weights_fingerprint(cfg, "bm25") is None
+    assert bench.weights_fingerprint(bench.BenchConfig(), "splare")  # the shipped default has one too
