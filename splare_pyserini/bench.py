@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 from .atomic import atomic_write
 from .data import Dataset, list_beir_folders, load_beir, resolve_beir_folder, write_beir_slice, write_trec_qrels
 from .errors import InputError, cli_main
+from .row_cache import load_row, save_row
 
 MEASURES = ("nDCG@10", "R@100", "MRR@10")
 SYSTEMS = ("bm25", "splare", "splare-pruned", "vocab", "dense")
@@ -330,12 +331,11 @@ def bench_dataset(folder: Path, output: Path, systems: Sequence[str], cfg: Bench
         cached = sys_dir / "result.json"
         key = {"config": system_config(cfg, system), "system": system, "docs": len(data.corpus),
                "queries": len(data.queries), "weights": weights_fingerprint(cfg, system)}
-        if cached.is_file() and not force:
-            saved = json.loads(cached.read_text())
-            if saved.get("key") == key:
-                rows[system] = saved["row"]
-                print(f"{folder.name} {system}: cached", file=sys.stderr)
-                continue
+        saved = None if force else load_row(cached, key)
+        if saved is not None:
+            rows[system] = saved
+            print(f"{folder.name} {system}: cached", file=sys.stderr)
+            continue
         sys_dir.mkdir(parents=True, exist_ok=True)
         print(f"{folder.name} {system}: running", file=sys.stderr)
         if system == "bm25":
@@ -351,8 +351,7 @@ def bench_dataset(folder: Path, output: Path, systems: Sequence[str], cfg: Bench
                 row["label"] = "vocab-SPLADE (untrained)"
             if system == "splare-pruned":
                 row["label"] = f"SPLARE, top-{cfg.pruned_topk} doc / top-{query_topk} query latents"
-        with atomic_write(cached) as out:
-            json.dump({"key": key, "row": row}, out, indent=2)
+        save_row(cached, key, row)
         rows[system] = row
     add_ratios(rows)
     return rows

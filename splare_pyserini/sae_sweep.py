@@ -28,6 +28,7 @@ from .atomic import atomic_write
 from .backbone import DEFAULT_MODEL
 from .data import resolve_beir_folder, write_beir_slice
 from .errors import InputError, cli_main
+from .row_cache import load_row, save_row
 
 
 @dataclass(frozen=True)
@@ -121,16 +122,16 @@ def run_sweep(dataset: str | Path, output: str | Path, points: Sequence[SweepPoi
         point_dir = output / point.name
         cached = point_dir / "result.json"
         key = {"point": asdict(point), "config": asdict(cfg)}
-        if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
-            rows.append(json.loads(cached.read_text())["row"])
+        saved = load_row(cached, key)
+        if saved is not None:
+            rows.append(saved)
             print(f"{point.name}: cached", file=sys.stderr)
             continue
         if point.layer not in acts_by_layer:
             acts_by_layer[point.layer] = sample_activations(dataset, cfg, point.layer)  # ~0.5 GB per layer
         print(f"{point.name}: training and scoring", file=sys.stderr)
         row = run_point(point, acts_by_layer[point.layer], dataset, folder, split, cfg, point_dir)
-        with atomic_write(cached) as out:
-            json.dump({"key": key, "row": row}, out, indent=2)
+        save_row(cached, key, row)
         rows.append(row)
     report = {"dataset": str(dataset), "split": split, "config": asdict(cfg), "rows": rows}
     with atomic_write(output / "sweep.json") as out:
