@@ -1,2 +1,26 @@
-"""splare-pyserini: SAE-latent learned sparse retrieval on Pyserini/Anserini."""
+"""SAE-latent learned sparse retrieval (SPLARE) as a Pyserini/Anserini plugin.
+
+The main classes are re-exported lazily, so ``import splare_pyserini`` loads neither torch nor a JVM.
+"""
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "SaeSparseEncoder": "splare_pyserini.model.encoder",
+    "EncoderSettings": "splare_pyserini.model.settings",
+    "SaeQueryEncoder": "splare_pyserini.lucene.search",
+    "SaeDocumentEncoder": "splare_pyserini.lucene.search",
+    "open_searcher": "splare_pyserini.lucene.search",
+    "open_bm25_searcher": "splare_pyserini.lucene.search",
+    "search_topics": "splare_pyserini.lucene.search",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'splare_pyserini' has no attribute {name!r}")

@@ -15,9 +15,8 @@ on-the-fly (``SaeQueryEncoder``) vectors are bit-identical.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +25,18 @@ from typing import Sequence
 from tqdm import tqdm
 
 from . import __version__
-from .atomic import atomic_write, remove_stale_temps
-from .data import (Dataset, TextRecord, load_beir, load_ir_datasets, looks_like_ir_datasets_id, read_jsonl,
-                   ReadReport)
-from .encoder import EncoderSettings, SaeSparseEncoder
+from .config import option, parse_config, require
+from .datasets import (Dataset, ReadReport, TextRecord, load_beir, load_ir_datasets, looks_like_ir_datasets_id,
+                       read_jsonl)
 from .errors import ArtifactError, InputError, cli_main
+from .io import atomic_write, remove_stale_temps
+from .model.encoder import SaeSparseEncoder, normalize_query
+from .model.quantize import pretokenize
+from .model.settings import COMPATIBILITY_KEYS, INFO_FILE, EncoderSettings
 
-INFO_FILE = "encode_info.json"
 DEFAULT_CHUNK = 1000
+KINDS = ("auto", "corpus", "queries")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,9 +49,9 @@ class EncodeSummary:
     reused_chunks: int = 0
     nonzeros: int = 0
 
-    def add(self, other: dict) -> None:
+    def add_counts(self, counts: dict) -> None:
         for key in ("encoded", "empty", "truncated", "nonzeros"):
-            setattr(self, key, getattr(self, key) + other[key])
+            setattr(self, key, getattr(self, key) + counts[key])
 
     def line(self, what: str) -> str:
         mean = self.nonzeros / self.encoded if self.encoded else 0.0
@@ -59,29 +62,19 @@ class EncodeSummary:
                 + (f", {self.reused_chunks} finished chunk(s) reused" if self.reused_chunks else ""))
 
 
-def normalize_query(text: str) -> str:
-    """One line of text: what topics.tsv holds and what both search paths encode."""
-    return " ".join(text.split())
-
-
-def pretokenize(vector: dict[str, int]) -> str:
-    """A vector as whitespace tokens, each latent repeated by its impact (Anserini's pretokenized form)."""
-    return " ".join(" ".join([token] * weight) for token, weight in vector.items())
-
-
 def write_info(output: Path, encoder: SaeSparseEncoder, kind: str, **details) -> None:
     """Record the settings; refuse to mix them with what an earlier run wrote to the same folder.
 
-    Shared settings sit at the top level; ``corpus``/``queries`` hold what may differ
-    between the two (top-k, max length) and where they came from.
+    Shared settings sit at the top level; ``corpus``/``queries`` hold what may differ between the
+    two sides (top-k, max length) and where they came from.
     """
     info = encoder.info()
-    section = {"topk": info.pop("topk"), "max_length": info.pop("max_length"), **details}
+    query = kind == "queries"
+    section = {"max_length": encoder.settings.side(query)[0], "topk": encoder.settings.side(query)[1], **details}
     path = output / INFO_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        keys = set(EncoderSettings().fingerprint()) | {"d_sae"}
-        diff = sorted(k for k in keys if old.get(k) != info.get(k))
+        diff = sorted(k for k in COMPATIBILITY_KEYS if k in old and old.get(k) != info.get(k))
         if diff:
             raise ArtifactError(f"{output} holds vectors made with other settings ({', '.join(diff)} differ: "
                                 f"{ {k: old.get(k) for k in diff} }); use a new --output")
@@ -104,9 +97,16 @@ def shard_range(n: int, shard_id: int, shard_num: int) -> tuple[int, int]:
     return min(n, shard_id * per), min(n, (shard_id + 1) * per)
 
 
-def _chunk_stats(vectors: Sequence[dict], truncated: int) -> dict:
+def _counts(vectors: Sequence[dict], truncated: int) -> dict:
     return {"encoded": len(vectors), "empty": sum(1 for v in vectors if not v), "truncated": truncated,
             "nonzeros": sum(len(v) for v in vectors)}
+
+
+def _vector_line(record: TextRecord, vector: dict[str, int], text: str | None = None) -> str:
+    # ensure_ascii=False: documents keep their own characters (Arabic, Chinese...) in the files
+    # Anserini reads; JSON escaping would only make them unreadable to people.
+    return json.dumps({"id": record.id, "contents": record.text if text is None else text, "vector": vector},
+                      ensure_ascii=False) + "\n"
 
 
 def encode_corpus(records: Sequence[TextRecord], output: str | Path, encoder: SaeSparseEncoder,
@@ -128,45 +128,44 @@ def encode_corpus(records: Sequence[TextRecord], output: str | Path, encoder: Sa
             name = f"part-{shard_id:03d}-{number:05d}"
             final, stats_file = corpus_dir / f"{name}.jsonl", stats_dir / f"{name}.json"
             if final.is_file() and stats_file.is_file():
-                summary.add(json.loads(stats_file.read_text()))
+                summary.add_counts(json.loads(stats_file.read_text()))
                 summary.reused_chunks += 1
                 bar.update(hi - lo)
                 continue
             chunk = records[lo:hi]
-            vectors, truncated = encoder.encode_sorted([r.text for r in chunk], batch_size, bar.update)
-            stats = _chunk_stats(vectors, truncated)
+            vectors, truncated = encoder.encode_with_stats([r.text for r in chunk], False, batch_size, bar.update)
+            counts = _counts(vectors, truncated)
             with atomic_write(stats_file) as out:
-                json.dump(stats, out)
+                json.dump(counts, out)
             with atomic_write(final) as out:
-                for record, vector in zip(chunk, vectors):
-                    out.write(json.dumps({"id": record.id, "contents": record.text, "vector": vector},
-                                         ensure_ascii=False) + "\n")
-            summary.add(stats)
+                out.writelines(_vector_line(record, vector) for record, vector in zip(chunk, vectors))
+            summary.add_counts(counts)
             bar.set_postfix(nnz=f"{summary.nonzeros / max(summary.encoded, 1):.0f}")
     return summary
 
 
+def write_topics(records: Sequence[TextRecord], path: str | Path) -> Path:
+    """``qid<TAB>text`` with each text on one line, what both search paths read."""
+    with atomic_write(path) as out:
+        out.writelines(f"{r.id}\t{normalize_query(r.text)}\n" for r in records)
+    return Path(path)
+
+
 def encode_queries(records: Sequence[TextRecord], output: str | Path, encoder: SaeSparseEncoder,
                    source: str = "") -> EncodeSummary:
-    """Encode queries one at a time into queries.jsonl, queries.tsv and topics.tsv."""
+    """Encode queries (the query settings, one at a time) into queries.jsonl, queries.tsv and topics.tsv."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     write_info(output, encoder, "queries", source=source, size=len(records))
-    texts = [normalize_query(r.text) for r in records]
-    vectors = []
-    truncated = 0
-    for text in tqdm(texts, desc="encode queries", unit="query", dynamic_ncols=True):
-        vecs, trunc = encoder.encode_sorted([text], batch_size=1)
-        vectors.extend(vecs)
-        truncated += trunc
-    with atomic_write(output / "topics.tsv") as topics, atomic_write(output / "queries.tsv") as pretok, \
-            atomic_write(output / "queries.jsonl") as jsonl:
-        for record, text, vector in zip(records, texts, vectors):
-            topics.write(f"{record.id}\t{text}\n")
+    with tqdm(total=len(records), desc="encode queries", unit="query", dynamic_ncols=True) as bar:
+        vectors, truncated = encoder.encode_with_stats([r.text for r in records], True, 1, bar.update)
+    write_topics(records, output / "topics.tsv")
+    with atomic_write(output / "queries.tsv") as pretok, atomic_write(output / "queries.jsonl") as jsonl:
+        for record, vector in zip(records, vectors):
             pretok.write(f"{record.id}\t{pretokenize(vector)}\n")
-            jsonl.write(json.dumps({"id": record.id, "contents": text, "vector": vector}, ensure_ascii=False) + "\n")
+            jsonl.write(_vector_line(record, vector, normalize_query(record.text)))
     summary = EncodeSummary()
-    summary.add(_chunk_stats(vectors, truncated))
+    summary.add_counts(_counts(vectors, truncated))
     return summary
 
 
@@ -190,75 +189,51 @@ def load_input(spec: str, kind: str, split: str) -> tuple[list[TextRecord], list
     return corpus, queries, dataset.reports
 
 
-def build_encoder(args: argparse.Namespace) -> SaeSparseEncoder:
-    """The document encoder the flags describe; ``query_view`` gives the query side."""
-    settings = EncoderSettings(model=args.model, sae=args.sae, sae_id=args.sae_id, layer=args.layer,
-                               pooling=args.pooling, topk=args.topk, quant_scale=args.quant_scale,
-                               max_length=args.max_length, prefix=args.prefix, dtype=args.dtype,
-                               sae_dtype=args.sae_dtype)
-    return SaeSparseEncoder(settings, device=args.device)
+@dataclass(frozen=True)
+class EncodeConfig:
+    input: str = option(help="BEIR folder or name, JSONL file, or ir_datasets id")
+    output: str = option(help="output folder")
+    kind: str = option("auto", "what to encode; a JSONL file is a corpus unless --kind queries", choices=KINDS)
+    split: str = option("test", "BEIR qrels split whose queries are encoded")
+    batch_size: int = option(32, "documents per forward pass")
+    shard_id: int = option(0, "which shard of the corpus this run encodes")
+    shard_num: int = option(1, "how many shards the corpus is split into")
+    chunk_size: int = option(DEFAULT_CHUNK, "documents per output file")
+    device: str = option("cpu", "torch device")
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+
+    def __post_init__(self) -> None:
+        from .config import check_fields
+
+        check_fields(self)
+        for name in ("batch_size", "shard_num", "chunk_size"):
+            require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        require(0 <= self.shard_id < self.shard_num,
+                f"shard_id: {self.shard_id} must be in 0..{self.shard_num - 1}")
 
 
-def query_view(encoder: SaeSparseEncoder, args: argparse.Namespace) -> SaeSparseEncoder:
-    return encoder.with_options(max_length=args.query_max_length, topk=args.query_topk)
-
-
-def add_encoder_args(parser: argparse.ArgumentParser) -> None:
-    """Model flags shared by encode, search and beir."""
-    defaults = EncoderSettings()
-    group = parser.add_argument_group("encoder")
-    group.add_argument("--model", default=defaults.model, help="HF model id or local folder (default: %(default)s)")
-    group.add_argument("--sae", default=None,
-                       help="sae-lens folder, a sae-lens release with --sae-id, or 'vocab' for the vocabulary "
-                            "twin (default: a checkpoint's own SAE, else the shipped SAE)")
-    group.add_argument("--sae-id", default=None, help="SAE id within a sae-lens release")
-    group.add_argument("--layer", type=int, default=None,
-                       help="hidden_states index (1..num_layers); default: the layer the SAE records")
-    group.add_argument("--pooling", choices=("max", "sum"), default=defaults.pooling)
-    group.add_argument("--quant-scale", type=float, default=None,
-                       help="impact = round(weight * scale) (default: the SAE's recorded splare_quant_scale, else 100)")
-    group.add_argument("--prefix", default=defaults.prefix, help="pseudo-term prefix (default: %(default)s)")
-    group.add_argument("--max-length", type=int, default=defaults.max_length,
-                       help="document tokens kept (default: %(default)s, as SPLADE and MiniLM's training)")
-    group.add_argument("--query-max-length", type=int, default=128)
-    group.add_argument("--topk", type=int, default=None, help="keep the k largest latents per document")
-    group.add_argument("--query-topk", type=int, default=None, help="keep the k largest latents per query")
-    group.add_argument("--device", default="cpu")
-    group.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    group.add_argument("--sae-dtype", choices=("float32", "bfloat16"), default="float32",
-                       help="precision of the SAE matmul (bfloat16: faster on CPUs with AVX512-BF16; "
-                            "a few impacts move by 1)")
+def run_encode(cfg: EncodeConfig) -> None:
+    corpus, queries, reports = load_input(cfg.input, cfg.kind, cfg.split)
+    if not corpus and not queries:
+        raise InputError(f"{cfg.input}: nothing to encode")
+    encoder = SaeSparseEncoder(cfg.encoder, device=cfg.device)
+    for report in reports:
+        log.info(report.summary())
+    if corpus:
+        summary = encode_corpus(corpus, cfg.output, encoder, cfg.batch_size, cfg.shard_id, cfg.shard_num,
+                                cfg.chunk_size, source=cfg.input)
+        summary.skipped.update(sum((r.skipped for r in reports), Counter()))
+        log.info(summary.line("corpus"))
+    if queries and cfg.shard_id == 0:
+        log.info(encode_queries(queries, cfg.output, encoder, source=cfg.input).line("queries"))
+    log.info("wrote %s (splare-pyserini %s)", cfg.output, __version__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m splare_pyserini.encode", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="BEIR folder or name, JSONL file, or ir_datasets id")
-    parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--kind", choices=("auto", "corpus", "queries"), default="auto",
-                        help="what to encode; a JSONL file is a corpus unless --kind queries")
-    parser.add_argument("--split", default="test", help="BEIR qrels split whose queries are encoded")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-id", type=int, default=0)
-    parser.add_argument("--shard-num", type=int, default=1)
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="documents per output file")
-    add_encoder_args(parser)
-    args = parser.parse_args(argv)
-    corpus, queries, reports = load_input(args.input, args.kind, args.split)
-    if not corpus and not queries:
-        raise InputError(f"{args.input}: nothing to encode")
-    encoder = build_encoder(args)
-    for report in reports:
-        print(report.summary(), file=sys.stderr)
-    if corpus:
-        summary = encode_corpus(corpus, args.output, encoder, args.batch_size, args.shard_id, args.shard_num,
-                                args.chunk_size, source=args.input)
-        summary.skipped.update(sum((r.skipped for r in reports), Counter()))
-        print(summary.line("corpus"), file=sys.stderr)
-    if queries and args.shard_id == 0:
-        print(encode_queries(queries, args.output, query_view(encoder, args), source=args.input).line("queries"), file=sys.stderr)
-    print(f"wrote {args.output} (splare-pyserini {__version__})", file=sys.stderr)
+    run_encode(parse_config(EncodeConfig, argv, "python -m splare_pyserini.encode", __doc__))
 
+
+cli = cli_main(main, resumable=True)
 
 if __name__ == "__main__":
-    cli_main(main)()
+    cli()

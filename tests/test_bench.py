@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import make_beir_slice
+from helpers import make_beir_slice
 from splare_pyserini import bench
 
 FIELDS = ("nDCG@10", "R@100", "MRR@10", "index MB", "latency p50 ms", "latency p95 ms",

@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 from splare_pyserini.data import load_beir, read_jsonl, resolve_beir_folder
 from splare_pyserini.errors import InputError
 

@@ -4,7 +4,7 @@ import re
 import pytest
 import torch
 
-from conftest import build_tiny_bert, write_jsonl
+from helpers import build_tiny_bert, write_jsonl
 from splare_pyserini.data import TextRecord
 from splare_pyserini.encode import encode_corpus, encode_queries, main as encode_main, pretokenize
 from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
@@ -93,7 +93,7 @@ def test_other_settings_in_same_output_are_refused(tmp_path, tiny_model, tiny_sa
 
 
 def test_hidden_size_mismatch_is_refused_before_any_work(tmp_path, monkeypatch):
-    from conftest import build_tiny_sae
+    from helpers import build_tiny_sae
 
     wide = build_tiny_bert(tmp_path / "wide-bert", hidden=48)
     tiny_sae = build_tiny_sae(tmp_path / "sae", d_in=32, model_name=str(wide))
@@ -110,7 +110,7 @@ def test_layer_other_than_the_saes_is_refused(tiny_model, tiny_sae):
 
 
 def test_sae_recorded_for_another_model_is_refused(tmp_path, tiny_model):
-    from conftest import build_tiny_sae
+    from helpers import build_tiny_sae
 
     other = build_tiny_sae(tmp_path / "sae", model_name="google/gemma-2-2b")
     with pytest.raises(ArtifactError, match=r"trained on model 'google/gemma-2-2b', not"):

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 
 def snapshot(folder):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
 from splare_pyserini.losses import contrastive_loss, flops, quadratic_warmup
 from splare_pyserini.train import TrainConfig, Trainer, train

@@ -2,7 +2,7 @@ import json
 
 import torch
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
 from splare_pyserini.train_sae import train_sae
 
@@ -31,7 +31,7 @@ def test_train_sae_round_trips_through_sae_lens(tmp_path, tiny_model):
 
 
 def test_sae_sweep_varies_one_factor_at_a_time_and_caches(tmp_path, tiny_model, monkeypatch):
-    from conftest import make_beir_slice
+    from helpers import make_beir_slice
     from splare_pyserini import sae_sweep
     from splare_pyserini.sae_sweep import SweepConfig, SweepPoint, run_sweep, sweep_points
 

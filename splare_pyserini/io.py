@@ -1,12 +1,14 @@
-"""Write files and folders under a temporary name, then rename: a partial result
-is never visible under its final name, so a killed job can simply be rerun."""
+"""Files the package writes: atomically (a temporary name, then a rename, so a partial
+result is never visible under its final name and a killed job can simply be rerun), the keyed
+row cache of long measurements, and markdown tables."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Sequence
 
 
 def tmp_name(path: Path) -> Path:
@@ -60,3 +62,34 @@ def remove_stale_temps(folder: str | Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
+
+
+def load_row(path: Path, key: dict) -> dict | None:
+    """The cached row at ``path`` if it was saved under ``key``, else None.
+
+    The benchmark and the SAE sweep cache ``<folder>/result.json`` = ``{"key": ..., "row": ...}``:
+    a rerun of a long measurement recomputes only the rows whose key changed."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return saved["row"] if saved.get("key") == key else None
+
+
+def save_row(path: Path, key: dict, row: dict) -> None:
+    with atomic_write(path) as out:
+        json.dump({"key": key, "row": row}, out, indent=2)
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    """Atomically write ``obj`` as indented JSON (keys in insertion order) with a final newline."""
+    with atomic_write(path) as out:
+        json.dump(obj, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    return Path(path)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table; cells are written with ``str``."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

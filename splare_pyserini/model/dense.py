@@ -6,14 +6,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .backbone import DEFAULT_MODEL, resolve_model_path
+from .artifacts import BASE_MODEL, resolve_path
 
 
 class DenseEncoder:
-    def __init__(self, model: str = DEFAULT_MODEL, max_length: int = 256, device: str = "cpu"):
+    def __init__(self, model: str = BASE_MODEL, max_length: int = 256, device: str = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
-        path = resolve_model_path(model)
+        path = resolve_path(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval().to(device)
         self.max_length = max_length

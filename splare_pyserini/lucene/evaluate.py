@@ -1,0 +1,91 @@
+"""Score TREC runs with trec_eval (Anserini's, through Pyserini) and check with ir-measures.
+
+    python -m splare_pyserini.evaluate --qrels scifact --split test --run runs/scifact/run.splare.trec
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import check_fields, option, parse_config, require
+from ..datasets import load_beir, read_beir_qrels, write_trec_qrels
+from ..errors import InputError, cli_main
+from .jvm import import_pyserini
+
+# our name -> (trec_eval measure, ir-measures name)
+MEASURES = {
+    "nDCG@10": ("ndcg_cut.10", "nDCG@10"),
+    "R@100": ("recall.100", "R@100"),
+    "MRR@10": ("recip_rank", "RR@10"),
+}
+DEFAULT_MEASURES = ("nDCG@10", "R@100")
+
+
+def trec_eval(qrels_trec: str | Path, run: str | Path, measure: str) -> float:
+    """One measure averaged over all judged queries (``-c``), as Pyserini's BEIR regressions do."""
+    # start_jvm (inside import_pyserini) also puts the 21+ java first on PATH: pyserini's trec_eval
+    # shells out to a bare `java`
+    pyserini_trec_eval = import_pyserini("pyserini.eval.trec_eval").trec_eval
+    args = ["trec_eval", "-c", "-m", measure, str(qrels_trec), str(run)]
+    if measure == "recip_rank":  # MRR@10: cut the run at depth 10
+        args = ["trec_eval", "-c", "-M", "10", "-m", measure, str(qrels_trec), str(run)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        return float(pyserini_trec_eval(args))
+
+
+def ir_measures_scores(qrels: dict[str, dict[str, int]], run: str | Path, names: list[str]) -> dict[str, float]:
+    """The same measures from ir-measures, averaged over all judged queries (missing ones score 0)."""
+    import ir_measures
+
+    measures = [ir_measures.parse_measure(MEASURES[n][1]) for n in names]
+    per_query: dict = {m: {} for m in measures}
+    for metric in ir_measures.iter_calc(measures, qrels, ir_measures.read_trec_run(str(run))):
+        per_query[metric.measure][metric.query_id] = metric.value
+    judged = [q for q, docs in qrels.items() if any(r > 0 for r in docs.values())]
+    return {n: sum(per_query[m].get(q, 0.0) for q in judged) / max(len(judged), 1) for n, m in zip(names, measures)}
+
+
+def evaluate_run(qrels: dict[str, dict[str, int]], run: str | Path, qrels_trec: str | Path,
+                 names: tuple[str, ...] = DEFAULT_MEASURES) -> dict[str, float]:
+    """trec_eval scores, plus the ir-measures check under ``<name> (ir-measures)``."""
+    if not Path(run).is_file():
+        raise InputError(f"--run {run}: no such run file")
+    scores = {n: trec_eval(qrels_trec, run, MEASURES[n][0]) for n in names}
+    checks = ir_measures_scores(qrels, run, list(names))
+    scores.update({f"{n} (ir-measures)": round(v, 4) for n, v in checks.items()})
+    return scores
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    qrels: str = option(help="BEIR folder or name, or a BEIR qrels .tsv")
+    run: tuple[str, ...] = option(help="TREC run file(s)")
+    split: str = option("test", "qrels split of a BEIR folder")
+    measures: tuple[str, ...] = option(DEFAULT_MEASURES, f"measures, of: {', '.join(MEASURES)}")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(bool(self.run), "run: give at least one run file")
+        unknown = [m for m in self.measures if m not in MEASURES]
+        require(not unknown, f"measures: {unknown} not among {', '.join(MEASURES)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(EvaluateConfig, argv, "python -m splare_pyserini.evaluate", __doc__)
+    if Path(cfg.qrels).is_file():
+        qrels = read_beir_qrels(cfg.qrels)
+    else:
+        qrels = load_beir(cfg.qrels, cfg.split, need_qrels=True).qrels
+    qrels_trec = Path(cfg.run[0]).with_name(f"qrels.{cfg.split}.trec")
+    write_trec_qrels(qrels, qrels_trec)
+    for run in cfg.run:
+        print(json.dumps({"run": run, **evaluate_run(qrels, run, qrels_trec, cfg.measures)}))
+
+
+cli = cli_main(main)
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,180 @@
+"""SAE-latent sparse encoder: one code path for documents, queries and training.
+
+text -> backbone hidden states at one layer -> projection latents per real token -> pooled
+weights (see ``sparse``) -> optional top-k -> integer impacts round(w * scale), zeros dropped ->
+{"L1234": 87, ...}. The API follows sentence-transformers' ``SparseEncoder``
+(``encode_queries`` / ``encode_documents`` / ``decode``): the query side applies the query
+settings itself, so the Python API and the CLI encode queries identically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import ArtifactError
+from .artifacts import content_hash
+from .backbone import TextBatcher, length_sorted_batches, load_backbone
+from .checkpoint import Checkpoint, apply_checkpoint, read_checkpoint
+from .projection import (DEFAULT_VOCAB_K, VocabProjection, check_model_config, check_same_model, load_sae, recorded_layer,
+                         recorded_model)
+from .quantize import DEFAULT_QUANT_SCALE, quantize
+from .settings import DEFAULT_SAE, VOCAB, EncoderSettings
+from .sparse import SparseLatentModel
+
+Progress = Callable[[int], None]
+
+
+def normalize_query(text: str) -> str:
+    """One line of text: what topics.tsv holds and what every query path encodes."""
+    return " ".join(text.split())
+
+
+@dataclass
+class LoadedModel:
+    tokenizer: object
+    model: SparseLatentModel
+    settings: EncoderSettings  # with the projection, layer and scale resolved
+    sae_model_name: str | None  # the backbone the SAE records it was trained on
+    checkpoint: Checkpoint | None
+
+
+def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedModel:
+    """Any settings: a plain model + SAE, a trained checkpoint (its own projection unless ``sae`` is
+    given), or the vocabulary twin (``sae="vocab"``). Mismatches are refused before backbone weights load."""
+    ckpt = read_checkpoint(settings.model)
+    base_model = ckpt.base_model if ckpt else settings.model
+    spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
+    bundled = ckpt is not None and spec == ckpt.projection_spec
+    sae, recorded, recorded_scale = None, None, None
+    if spec == VOCAB:
+        layer = settings.layer if settings.layer is not None else (ckpt.layer if ckpt else None)
+        if layer is None:
+            raise ArtifactError("the vocabulary projection (sae='vocab') needs a layer")
+    else:
+        sae = load_sae(spec, settings.sae_id, device=device)
+        sae_layer = recorded_layer(sae)
+        layer = settings.layer if settings.layer is not None else sae_layer
+        if layer is None:
+            raise ArtifactError(f"SAE {spec} records no layer; give the layer")
+        if sae_layer is not None and layer != sae_layer:
+            raise ArtifactError(f"layer {layer} differs from the layer the SAE was trained on "
+                                f"({sae_layer}, hook {sae.cfg.metadata.get('hook_name')!r})")
+        recorded = recorded_model(sae)
+        if not bundled:
+            check_same_model(base_model, recorded, spec)
+        check_model_config(base_model, int(sae.cfg.d_in))
+        recorded_scale = sae.cfg.metadata.get("splare_quant_scale")
+    if ckpt is not None and layer != ckpt.layer:
+        raise ArtifactError(f"layer {layer} differs from the checkpoint's layer {ckpt.layer}")
+    scale = settings.quant_scale
+    if scale is None:
+        scale = float((ckpt.quant_scale if bundled else None) or recorded_scale or DEFAULT_QUANT_SCALE)
+    tokenizer, backbone = load_backbone(base_model, layer, device=device, dtype=getattr(torch, settings.dtype))
+    if ckpt is not None:
+        apply_checkpoint(backbone.model, ckpt)
+    if spec == VOCAB:
+        k = ckpt.vocab_k if bundled else DEFAULT_VOCAB_K
+        projection = VocabProjection(backbone.model.get_input_embeddings(), k=k)
+    else:
+        projection = sae
+    pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
+    resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling)
+    model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype))
+    return LoadedModel(tokenizer, model, resolved, recorded, ckpt)
+
+
+class SaeSparseEncoder:
+    """Encode texts to integer impact vectors over SAE latents (or vocabulary terms).
+
+    ``SaeSparseEncoder()`` is the shipped default; ``SaeSparseEncoder("<name or folder>", topk=400)``
+    any model, checkpoint or shipped name with settings changed; ``SaeSparseEncoder(settings)`` a
+    full :class:`EncoderSettings`.
+    """
+
+    def __init__(self, model: str | EncoderSettings | None = None, *, device: str = "cpu", **settings):
+        if isinstance(model, EncoderSettings):
+            resolved = model.replace(**settings) if settings else model
+        else:
+            resolved = EncoderSettings(**({"model": model} if model else {}), **settings)
+        loaded = load_sparse_model(resolved, device)
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model.eval()
+        self.settings = loaded.settings
+        self.sae_model_name = loaded.sae_model_name
+        self.checkpoint = loaded.checkpoint
+        self.device = device
+        self.batcher = TextBatcher(self.tokenizer, device)
+
+    @classmethod
+    def from_pretrained(cls, model: str, **kwargs) -> "SaeSparseEncoder":
+        return cls(model, **kwargs)
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    # --- one batch -------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], query: bool = False) -> dict[str, torch.Tensor]:
+        return self.batcher(texts, self.settings.side(query)[0])
+
+    def token_lengths(self, texts: Sequence[str], query: bool = False) -> list[int]:
+        return self.batcher.lengths(texts, self.settings.side(query)[0])
+
+    @torch.inference_mode()
+    def pooled_weights(self, texts: Sequence[str], query: bool = False) -> torch.Tensor:
+        """Float pooled latent weights (texts x d_sae) for one batch, before top-k and quantization."""
+        return self.model(**self.tokenize(texts, query)).float().cpu()
+
+    def _quantize(self, weights: torch.Tensor, query: bool) -> list[dict[str, int]]:
+        s = self.settings
+        return quantize(weights, s.quant_scale, s.side(query)[1], s.prefix)
+
+    # --- many texts -------------------------------------------------------------------------
+    def encode_with_stats(self, texts: Sequence[str], query: bool = False, batch_size: int = 32,
+                          progress: Progress | None = None) -> tuple[list[dict[str, int]], int]:
+        """Vectors in input order (length-sorted batches inside, less padding) and how many texts
+        reached the side's max length (were truncated)."""
+        if query:
+            texts = [normalize_query(t) for t in texts]
+        lengths = self.token_lengths(texts, query)
+        vectors: list[dict[str, int] | None] = [None] * len(texts)
+        for idx in length_sorted_batches(lengths, batch_size):
+            for i, vec in zip(idx, self._quantize(self.pooled_weights([texts[i] for i in idx], query), query)):
+                vectors[i] = vec
+            if progress:
+                progress(len(idx))
+        max_length = self.settings.side(query)[0]
+        return vectors, sum(1 for n in lengths if n >= max_length)  # type: ignore[return-value]
+
+    def encode_documents(self, texts: Sequence[str], batch_size: int = 32,
+                         progress: Progress | None = None) -> list[dict[str, int]]:
+        """Document vectors: ``max_length`` and ``topk``."""
+        return self.encode_with_stats(texts, False, batch_size, progress)[0]
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 1,
+                       progress: Progress | None = None) -> list[dict[str, int]]:
+        """Query vectors: ``query_max_length`` and ``query_topk``, whitespace normalized. One query per
+        batch by default, as the on-the-fly Pyserini encoder runs, so both give bit-identical vectors."""
+        return self.encode_with_stats(texts, True, batch_size, progress)[0]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, query: bool = False) -> list[dict[str, int]]:
+        return self.encode_with_stats(texts, query, batch_size)[0]
+
+    def decode(self, vector: dict[str, int] | torch.Tensor, top_k: int | None = None) -> list[tuple[int, float]]:
+        """(latent id, weight) pairs of a vector, largest first: an impact dict or a row of weights."""
+        if isinstance(vector, torch.Tensor):
+            ids = torch.nonzero(vector > 0).flatten().tolist()
+            pairs = [(i, float(vector[i])) for i in ids]
+        else:
+            prefix = self.settings.prefix
+            pairs = [(int(term[len(prefix):]), float(w)) for term, w in vector.items() if term.startswith(prefix)]
+        pairs.sort(key=lambda p: (-p[1], p[0]))
+        return pairs[:top_k] if top_k is not None else pairs
+
+    def info(self) -> dict:
+        """The settings recorded with every output, with the model and SAE identified by content."""
+        return {**self.settings.to_json(), "d_sae": self.dim, "sae_model_name": self.sae_model_name,
+                "model_hash": content_hash(self.settings.model),
+                "sae_hash": content_hash(self.settings.sae) if self.settings.sae != VOCAB else VOCAB}

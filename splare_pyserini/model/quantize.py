@@ -1,0 +1,41 @@
+"""Float latent weights -> integer impacts, and how the scale between them is chosen."""
+from __future__ import annotations
+
+import torch
+
+DEFAULT_QUANT_SCALE = 100.0  # SPLADE's choice, used when neither checkpoint nor SAE records a scale
+CALIBRATION_TEXTS = 200  # documents whose token weights set a trained checkpoint's scale
+CALIBRATION_TOKENS = 20_000
+
+
+def quantize(weights: torch.Tensor, scale: float, topk: int | None = None, prefix: str = "L") -> list[dict[str, int]]:
+    """Rows of float weights -> {prefix+latent id: round(w * scale)}, zeros dropped, keys in id order."""
+    if topk is not None and topk < weights.shape[1]:
+        values, idx = torch.topk(weights, topk, dim=1)
+        weights = torch.zeros_like(weights).scatter_(1, idx, values)
+    impacts = torch.round(weights * scale).to(torch.int64)
+    vectors = []
+    for row in impacts:
+        ids = torch.nonzero(row > 0).flatten().tolist()
+        vals = row[ids].tolist()
+        vectors.append({f"{prefix}{i}": int(v) for i, v in zip(ids, vals)})
+    return vectors
+
+
+def pretokenize(vector: dict[str, int]) -> str:
+    """A vector as whitespace tokens, each latent repeated by its impact (Anserini's pretokenized form)."""
+    return " ".join(" ".join([token] * weight) for token, weight in vector.items())
+
+
+@torch.inference_mode()
+def calibrate_quant_scale(projection, acts: torch.Tensor, target: float = 100.0) -> float:
+    """Scale that maps the 99th percentile of non-zero token weights log(1 + z) to ``target``.
+
+    SAE latents have no fixed range (it follows the backbone's activation norms), so a fixed
+    scale like SPLADE's 100 can round most weights to 1 or 2. Stored with the SAE
+    (``splare_quant_scale``) or the checkpoint (``quant_scale``); the encoder uses it by default.
+    """
+    weights = torch.log1p(torch.relu(projection.encode(acts.to(projection.W_enc.dtype)))).float()
+    nonzero = weights[weights > 0]
+    p99 = float(torch.quantile(nonzero[:1_000_000], 0.99)) if nonzero.numel() else 1.0
+    return round(target / p99, 3)

@@ -1,0 +1,65 @@
+"""Everything that determines the integer vectors, for documents and for queries.
+
+One frozen record, recorded next to every output (``encode_info.json``, the index): the CLI's
+encoder flags are generated from it, and the Python API reads the same defaults, so a query
+encoded through ``SaeSparseEncoder.encode_queries`` is the query the CLI would have written.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .. import __version__
+from ..config import check_fields, option, require
+
+INFO_FILE = "encode_info.json"  # the settings, next to every folder of vectors and copied into the index
+DEFAULT_MODEL = "splare-minilm-scifact"  # the shipped SPLARE checkpoint (resources/models)
+DEFAULT_SAE = "minilm-l6-layer6-topk-sae"  # the shipped SAE, used with a plain (non-checkpoint) model
+VOCAB = "vocab"  # ``sae=VOCAB``: the backbone's own vocabulary instead of SAE latents
+POOLINGS = ("max", "sum")
+DTYPES = ("float32", "bfloat16", "float16")
+SAE_DTYPES = ("float32", "bfloat16")
+# What must agree between the query vectors and the indexed documents (model and SAE by content).
+COMPATIBILITY_KEYS = ("model_hash", "sae_hash", "sae_id", "layer", "pooling", "quant_scale", "prefix", "d_sae")
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Model, projection and quantization; ``topk``/``max_length`` per side (document, query)."""
+    model: str = option(DEFAULT_MODEL, "a shipped model name, HF model id, local model folder or SPLARE checkpoint")
+    sae: str | None = option(None, "a shipped SAE name, sae-lens folder, a sae-lens release with --sae-id, or "
+                                   "'vocab' for the vocabulary twin (default: a checkpoint's own SAE, else "
+                                   f"{DEFAULT_SAE})")
+    sae_id: str | None = option(None, "SAE id within a sae-lens release")
+    layer: int | None = option(None, "hidden_states index (1..num_layers); default: the layer the SAE records")
+    pooling: str | None = option(None, "pooling of token latents over the text (default: a checkpoint's "
+                                       "own, else max)", choices=POOLINGS)
+    quant_scale: float | None = option(None, "impact = round(weight * scale) (default: the checkpoint's or "
+                                             "SAE's recorded scale, else 100)")
+    prefix: str = option("L", "pseudo-term prefix")
+    max_length: int = option(256, "document tokens kept")
+    topk: int | None = option(None, "keep the k largest latents per document")
+    query_max_length: int = option(128, "query tokens kept")
+    query_topk: int | None = option(None, "keep the k largest latents per query")
+    dtype: str = option("float32", "backbone precision", choices=DTYPES)
+    sae_dtype: str = option("float32", "precision of the SAE matmul at inference (bfloat16: faster on CPUs "
+                                       "with AVX512-BF16; a few impacts move by 1)", choices=SAE_DTYPES)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
+        for name in ("max_length", "query_max_length", "topk", "query_topk"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, f"{name}: must be >= 1, got {value}")
+        require(self.quant_scale is None or self.quant_scale > 0, f"quant_scale: must be > 0, got {self.quant_scale}")
+        require(bool(self.prefix) and not any(c.isspace() for c in self.prefix),
+                f"prefix: must be non-empty without whitespace, got {self.prefix!r}")
+
+    def side(self, query: bool) -> tuple[int, int | None]:
+        """(max_length, topk) for queries or documents."""
+        return (self.query_max_length, self.query_topk) if query else (self.max_length, self.topk)
+
+    def replace(self, **changes) -> "EncoderSettings":
+        return replace(self, **changes)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "splare_pyserini_version": __version__}

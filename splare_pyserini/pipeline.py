@@ -1,0 +1,92 @@
+"""One sparse system on one BEIR set: encode -> impact index -> TREC run -> trec_eval.
+
+``beir``, ``bench`` and the SAE sweep all call :func:`run_sparse_system` and :func:`run_bm25_system`,
+so every figure they report comes from one code path (same index threads, same size measurement,
+same rounding). Each stage is resumable and skipped when already complete.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import option, require
+from .datasets import Dataset, write_trec_qrels
+from .encode import encode_corpus, encode_queries, write_topics
+from .lucene.evaluate import DEFAULT_MEASURES, evaluate_run
+from .lucene.index import index_bm25, index_size_bytes, index_vectors, read_index_info
+from .lucene.search import open_bm25_searcher, open_searcher, search_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a system is run on a set (not what it is): batching, depth, threads."""
+    batch_size: int = option(32, "encoding batch size")
+    chunk_size: int = option(1000, "documents per vector file")
+    hits: int = option(1000, "hits per query")
+    threads: int = option(1, "indexing and search threads (one: a deterministic index, so ties rank alike)")
+    search_batch_size: int = option(1, "queries per Lucene batch", flag="--batch-size-search")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "chunk_size", "hits", "threads", "search_batch_size"):
+            require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+def mean_nonzeros(path: Path) -> float:
+    """Mean number of terms per vector in a JsonVectorCollection file or folder."""
+    total = count = 0
+    for file in ([path] if path.is_file() else sorted(path.glob("*.jsonl"))):
+        with open(file, encoding="utf-8") as handle:
+            for line in handle:
+                total += len(json.loads(line)["vector"])
+                count += 1
+    return total / max(count, 1)
+
+
+def qrels_file(data: Dataset, folder: Path, split: str = "test") -> Path:
+    return write_trec_qrels(data.qrels, folder / f"qrels.{split}.trec")
+
+
+def run_sparse_system(encoder, data: Dataset, folder: str | Path, run: RunSettings = RunSettings(),
+                      measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test") -> dict:
+    """Encode ``data`` with ``encoder`` under ``folder`` (``vectors/``, ``index/``, ``run.trec``) and score it."""
+    folder = Path(folder)
+    vectors, index = folder / "vectors", folder / "index"
+    started = time.perf_counter()
+    summary = encode_corpus(data.corpus, vectors, encoder, run.batch_size, chunk_size=run.chunk_size,
+                            source=data.name)
+    seconds = time.perf_counter() - started
+    summary.skipped.update(sum((r.skipped for r in data.reports), Counter()))
+    log.info(summary.line(f"{data.name} corpus"))
+    log.info(encode_queries(data.queries, vectors, encoder, source=data.name).line(f"{data.name} queries"))
+    if read_index_info(index) is None:
+        index_vectors(vectors, index, threads=run.threads, overwrite=True)
+    searcher = open_searcher(index, str(vectors / "queries.jsonl"))
+    trec = search_topics(searcher, vectors / "topics.tsv", folder / "run.trec", run.hits, run.threads,
+                         run.search_batch_size)
+    row = {**evaluate_run(data.qrels, trec, qrels_file(data, folder, split), measures),
+           "doc nnz": round(mean_nonzeros(vectors / "corpus"), 1),
+           "query nnz": round(mean_nonzeros(vectors / "queries.jsonl"), 1),
+           "index MB": round(index_size_bytes(index) / 1e6, 3)}
+    if summary.reused_chunks == 0:
+        row["encode docs/s"] = round(len(data.corpus) / seconds, 1)
+    return row
+
+
+def run_bm25_system(data: Dataset, beir_folder: str | Path, folder: str | Path, run: RunSettings = RunSettings(),
+                    measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test") -> dict:
+    """Stock BM25 (Anserini defaults) on the same topics, under ``folder`` (``index/``, ``run.trec``)."""
+    folder = Path(folder)
+    index = folder / "index"
+    if read_index_info(index) is None:
+        index_bm25(beir_folder, index, threads=run.threads, overwrite=True)
+    topics = write_topics(data.queries, folder / "topics.tsv")
+    trec = search_topics(open_bm25_searcher(index), topics, folder / "run.trec", run.hits, run.threads,
+                         run.search_batch_size)
+    return {**evaluate_run(data.qrels, trec, qrels_file(data, folder, split), measures),
+            "index MB": round(index_size_bytes(index) / 1e6, 3)}
