@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModel, LlamaConfig, LlamaModel
 
-from splare_pyserini.backbone import LayerBackbone
+from splare_pyserini.model.backbone import LayerBackbone
 from splare_pyserini.errors import ArtifactError
 
 

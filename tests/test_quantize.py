@@ -1,7 +1,6 @@
 import torch
 
-from splare_pyserini.encode import pretokenize
-from splare_pyserini.encoder import quantize
+from splare_pyserini.model.quantize import pretokenize, quantize
 
 
 def test_quantize_rounds_scales_and_drops_zeros():

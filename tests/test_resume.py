@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import write_jsonl
 
 
@@ -12,6 +14,7 @@ def snapshot(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.integration
 def test_kill_9_mid_run_then_rerun_is_byte_identical(tmp_path, tiny_model, tiny_sae):
     docs = [{"_id": f"d{i}", "text": f"document {i} about " + "protein folding and yeast cells " * (1 + i % 9)}
             for i in range(600)]

@@ -1,42 +1,51 @@
 """Real Anserini indexing and search on a slice of the shipped SciFact, with the shipped default model."""
+import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from splare_pyserini.beir import run_beir
-from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
-from splare_pyserini.errors import ArtifactError
+from splare_pyserini.beir import BeirConfig, run_beir
+from splare_pyserini.errors import ArtifactError, InputError
+from splare_pyserini.model.encoder import SaeSparseEncoder
+from splare_pyserini.pipeline import RunSettings
+
+pytestmark = pytest.mark.integration
+BM25_SLICE_NDCG, BM25_SLICE_RECALL = 0.9083, 0.975  # trec_eval on the 40-query slice, Anserini defaults
 
 
 @pytest.fixture(scope="module")
 def default_encoder():
-    return SaeSparseEncoder(EncoderSettings())
+    return SaeSparseEncoder()
 
 
 @pytest.fixture(scope="module")
 def slice_run(tmp_path_factory, scifact_slice, default_encoder):
     out = tmp_path_factory.mktemp("slice-run")
-    results = run_beir(scifact_slice, out, default_encoder, chunk_size=128)
-    return out, results
+    cfg = BeirConfig(output=str(out), dataset=str(scifact_slice), run=RunSettings(chunk_size=128))
+    return out, run_beir(cfg, default_encoder)
 
 
 def test_retrieval_quality_on_real_data(slice_run):
     _, results = slice_run
     splare, bm25 = results["SPLARE"], results["BM25"]
     # 40 real SciFact test claims against 300 abstracts (their relevant ones and 261 others); a random
-    # ranking scores nDCG@10 ~ 0.02 here. Measured: BM25 0.908 / 0.975; the shipped (trained) default
-    # 0.884 / 1.000; MiniLM + SAE before retrieval training 0.527 / 0.950.
-    assert bm25["nDCG@10"] > 0.85 and bm25["R@100"] > 0.95
+    # ranking scores nDCG@10 ~ 0.02 here. BM25 is deterministic (one indexing thread): its figures are
+    # pinned, as Pyserini's regressions pin theirs. The learned model is a guard, not a pin.
+    assert (bm25["nDCG@10"], bm25["R@100"]) == (pytest.approx(BM25_SLICE_NDCG, abs=1e-4),
+                                                pytest.approx(BM25_SLICE_RECALL, abs=1e-4))
     assert splare["nDCG@10"] > 0.8 and splare["R@100"] > 0.95
     for row in (splare, bm25):  # trec_eval (through Pyserini) and ir-measures agree
         assert row["nDCG@10"] == pytest.approx(row["nDCG@10 (ir-measures)"], abs=1e-4)
         assert row["R@100"] == pytest.approx(row["R@100 (ir-measures)"], abs=1e-4)
+    saved = json.loads((slice_run[0] / "scores.json").read_text())
+    assert saved["results"]["SPLARE"]["nDCG@10"] == splare["nDCG@10"] and saved["encoder"]["model_hash"]
 
 
 def test_run_file_is_trec_format(slice_run):
     out, _ = slice_run
-    lines = (out / "run.splare.trec").read_text().splitlines()
+    lines = (out / "splare" / "run.trec").read_text().splitlines()
     by_query = {}
     for line in lines:
         qid, q0, docid, rank, score, tag = line.split(" ")
@@ -49,48 +58,118 @@ def test_run_file_is_trec_format(slice_run):
 
 
 def test_on_the_fly_query_encoder_gives_the_identical_run(slice_run, default_encoder, tmp_path):
-    from splare_pyserini.search import SaeQueryEncoder, open_searcher, search_topics
+    from splare_pyserini import SaeQueryEncoder, open_searcher, search_topics
 
     out, _ = slice_run
-    encoder = default_encoder.with_options(max_length=128)
-    run = search_topics(open_searcher(out / "index", SaeQueryEncoder(encoder)), out / "vectors" / "topics.tsv",
-                        tmp_path / "fly.trec", hits=1000)
-    assert run.read_bytes() == (out / "run.splare.trec").read_bytes()
+    vectors = out / "splare" / "vectors"
+    expected = (out / "splare" / "run.trec").read_bytes()
+    for encoder in (SaeQueryEncoder(default_encoder), default_encoder):  # either form open_searcher takes
+        run = search_topics(open_searcher(out / "splare" / "index", encoder), vectors / "topics.tsv",
+                            tmp_path / "fly.trec", hits=1000)
+        assert run.read_bytes() == expected
+
+
+def test_batched_and_threaded_search_gives_the_identical_run(slice_run, tmp_path):
+    from splare_pyserini import open_searcher, search_topics
+
+    out, _ = slice_run
+    vectors = out / "splare" / "vectors"
+    searcher = open_searcher(out / "splare" / "index", str(vectors / "queries.jsonl"))
+    run = search_topics(searcher, vectors / "topics.tsv", tmp_path / "batch.trec", hits=1000, threads=2,
+                        batch_size=16)
+    assert run.read_bytes() == (out / "splare" / "run.trec").read_bytes()
 
 
 def test_pyserini_cli_passthrough_gives_the_identical_run(slice_run, tmp_path):
     out, _ = slice_run
-    vectors = out / "vectors"
-    common = [sys.executable, "-m", "splare_pyserini.pyserini", "search.lucene", "--index", str(out / "index"),
-              "--impact", "--hits", "1000"]
+    vectors = out / "splare" / "vectors"
+    common = [sys.executable, "-m", "splare_pyserini.pyserini", "search.lucene", "--index",
+              str(out / "splare" / "index"), "--impact", "--hits", "1000"]
     subprocess.run(common + ["--encoder", str(vectors / "queries.jsonl"), "--topics", str(vectors / "topics.tsv"),
                              "--output", str(tmp_path / "cli.trec")], check=True, capture_output=True)
     subprocess.run(common + ["--pretokenized", "--topics", str(vectors / "queries.tsv"),
                              "--output", str(tmp_path / "pretok.trec")], check=True, capture_output=True)
-    expected = (out / "run.splare.trec").read_bytes()
+    expected = (out / "splare" / "run.trec").read_bytes()
     assert (tmp_path / "cli.trec").read_bytes() == expected
     assert (tmp_path / "pretok.trec").read_bytes() == expected
 
 
-def test_index_records_settings_and_refuses_other_queries(slice_run, default_encoder):
-    from splare_pyserini.index import read_index_info
-    from splare_pyserini.search import check_compatible
+def test_topics_under_a_path_that_names_another_collection(slice_run, tmp_path):
+    """Pyserini's get_query_iterator picks a reader by path substrings ('cacm', 'beir'...); ours does not."""
+    from splare_pyserini.search import main as search_main
 
     out, _ = slice_run
-    info = read_index_info(out / "index")
-    assert info["kind"] == "splare-impact" and info["encoder"]["d_sae"] == default_encoder.model.dim
-    check_compatible(out / "index", default_encoder.info())
+    topics = tmp_path / "cacm" / "beir" / "vectors" / "topics.tsv"
+    topics.parent.mkdir(parents=True)
+    shutil.copy(out / "splare" / "vectors" / "topics.tsv", topics)
+    search_main(["--index", str(out / "splare" / "index"), "--topics", str(topics), "--output",
+                 str(tmp_path / "cacm" / "run.trec"), "--encoded-queries", str(out / "splare" / "vectors" / "queries.jsonl")])
+    assert (tmp_path / "cacm" / "run.trec").read_bytes() == (out / "splare" / "run.trec").read_bytes()
+
+
+def test_remove_query_drops_hits_named_like_the_query(slice_run, tmp_path):
+    from splare_pyserini import open_searcher, search_topics
+    from splare_pyserini.datasets import TextRecord, read_tsv_topics
+
+    out, _ = slice_run
+    searcher = open_searcher(out / "splare" / "index", str(out / "splare" / "vectors" / "queries.jsonl"))
+    query = read_tsv_topics(out / "splare" / "vectors" / "topics.tsv")[0]
+    top = searcher.search(query.text, 1)[0].docid
+    renamed = [TextRecord(top, query.text)]  # a query whose id is its own top hit's docid
+    kept = search_topics(searcher, renamed, tmp_path / "kept.trec", hits=10).read_text().splitlines()
+    dropped = search_topics(searcher, renamed, tmp_path / "dropped.trec", hits=10,
+                            remove_query=True).read_text().splitlines()
+    assert kept[0].split(" ")[2] == top and len(dropped) == len(kept) - 1
+    assert top not in [line.split(" ")[2] for line in dropped]
+
+
+def test_index_records_settings_and_refuses_other_queries(slice_run, default_encoder, tmp_path):
+    from splare_pyserini import open_searcher
+    from splare_pyserini.lucene.index import read_index_info
+    from splare_pyserini.lucene.search import check_compatible
+
+    out, _ = slice_run
+    index = out / "splare" / "index"
+    info = read_index_info(index)
+    assert info["kind"] == "splare-impact" and info["encoder"]["d_sae"] == default_encoder.dim
+    check_compatible(index, default_encoder.info())
     with pytest.raises(ArtifactError, match="quant_scale"):
-        check_compatible(out / "index", {**default_encoder.info(), "quant_scale": 1.0})
+        check_compatible(index, {**default_encoder.info(), "quant_scale": 1.0})
+    # the Python API runs the same check as the CLI
+    with pytest.raises(ArtifactError, match="different settings: quant_scale"):
+        open_searcher(index, SaeSparseEncoder(quant_scale=1.0))
+    # the same checkpoint copied elsewhere is the same model (compared by content, not path) ...
+    copy = shutil.copytree(default_encoder.checkpoint.path, tmp_path / "copy")
+    check_compatible(index, SaeSparseEncoder(str(copy)).info())
+    # ... and a changed one is not
+    weights = copy / "backbone.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="model_hash"):
+        check_compatible(index, SaeSparseEncoder(str(copy)).info())
 
 
 def test_index_lists_what_anserini_indexed(slice_run):
+    from splare_pyserini.lucene.jvm import import_pyserini
+
     out, _ = slice_run
-    from splare_pyserini.java import start_jvm
+    reader = import_pyserini("pyserini.index.lucene").LuceneIndexReader(str(out / "splare" / "index"))
+    assert reader.stats()["documents"] == 300
+    terms = [term.term for term in reader.terms()]
+    indexed = {t for f in (out / "splare" / "vectors" / "corpus").glob("*.jsonl")
+               for line in f.read_text().splitlines() for t in json.loads(line)["vector"]}
+    assert set(terms) == indexed and all(t.startswith("L") for t in terms)
 
-    start_jvm()
-    from pyserini.index.lucene import LuceneIndexReader
 
-    stats = LuceneIndexReader(str(out / "index")).stats()
-    assert stats["documents"] == 300
-    assert all(term.term.startswith("L") for term in list(LuceneIndexReader(str(out / "index")).terms())[:50])
+def test_partial_corpus_is_refused_by_the_indexer(slice_run, tmp_path):
+    from splare_pyserini.lucene.index import index_vectors
+
+    out, _ = slice_run
+    partial = shutil.copytree(out / "splare" / "vectors", tmp_path / "vectors")
+    next(iter(sorted((partial / "corpus").glob("*.jsonl")))).unlink()
+    with pytest.raises(ArtifactError, match=r"holds \d+ of 300 documents; finish encoding"):
+        index_vectors(partial, tmp_path / "index")
+    assert not (tmp_path / "index").exists()
+    with pytest.raises(InputError, match="no such folder"):
+        index_vectors(tmp_path / "nope", tmp_path / "index")
