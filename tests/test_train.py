@@ -1,17 +1,31 @@
-"""Retrieval fine-tuning (SPLARE recipe) on a tiny backbone: checkpoints, resume, vocabulary twin."""
+"""Retrieval fine-tuning (SPLARE recipe) on a tiny backbone: checkpoints, resume, LoRA, the vocabulary
+twin, distillation, a trained SAE, a shipped-SAE reference, and refusals before any model loads.
+
+Hard negatives come from ``negatives="none"`` or an in-memory source, so only the one test that
+mines BM25 negatives boots a JVM."""
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import write_jsonl
-from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
-from splare_pyserini.losses import contrastive_loss, flops, quadratic_warmup
-from splare_pyserini.train import TrainConfig, Trainer, train
+from helpers import build_tiny_sae, write_jsonl
+from splare_pyserini.model.checkpoint import read_checkpoint
+from splare_pyserini.model.encoder import SaeSparseEncoder
+from splare_pyserini.model.settings import EncoderSettings
+from splare_pyserini.train import InMemoryNegatives, TrainConfig, Trainer, train
 
 TOPICS = ["protein folding", "yeast genetics", "cancer immunotherapy", "gut microbiome", "malaria vaccine",
           "stem cells", "insulin resistance", "antibiotic resistance", "sleep deprivation", "gene editing"]
+BLOCK = "encoder.layer.0.attention.self.query.weight"
+
+
+def fail_if_called(what: str):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{what} was called")
+    return fail
 
 
 @pytest.fixture(scope="module")
@@ -32,38 +46,52 @@ def tiny_beir(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def base_encoder(tiny_model, tiny_sae):
+    return SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tiny_sae)))
+
+
 def config(tmp_path, tiny_beir, tiny_model, tiny_sae, **changes):
     base = dict(dataset=str(tiny_beir), output=str(tmp_path / "run"), model=str(tiny_model), sae=str(tiny_sae),
                 steps=4, batch_size=4, warmup_steps=1, flops_warmup=2, doc_max_length=48, query_max_length=16,
-                save_every=2)
+                save_every=2, negatives="none")
     return TrainConfig(**{**base, **changes})
 
 
-def test_losses():
-    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    d = torch.tensor([[5.0, 0.0], [0.0, 5.0], [1.0, 1.0], [0.0, 0.0]])
-    assert float(contrastive_loss(q, d)) < float(contrastive_loss(q, d.flip(0)))
-    torch.testing.assert_close(contrastive_loss(q, d, temperature=5.0), contrastive_loss(q / 5.0, d))
-    assert float(flops(torch.tensor([[1.0, 0.0], [3.0, 2.0]]))) == pytest.approx(2.0 ** 2 + 1.0 ** 2)
-    assert [quadratic_warmup(s, 10, 1.0) for s in (0, 5, 10, 20)] == [0.0, 0.25, 1.0, 1.0]
+def state(encoder: SaeSparseEncoder) -> dict:
+    return encoder.model.backbone.model.state_dict()
 
 
-def test_training_changes_only_the_blocks_and_exports_a_checkpoint(tmp_path, tiny_beir, tiny_model, tiny_sae):
+def test_defaults_reproduce_the_shipped_recipe():
+    from splare_pyserini.model.artifacts import BASE_MODEL, resolve_path
+    from splare_pyserini.model.settings import DEFAULT_MODEL, DEFAULT_SAE
+
+    shipped = json.loads((Path(resolve_path(DEFAULT_MODEL)) / "splare.json").read_text())
+    cfg = TrainConfig()
+    assert (cfg.model, cfg.sae, cfg.negatives, cfg.mode) == (BASE_MODEL, DEFAULT_SAE, "bm25", "in-domain")
+    assert shipped["sae"] == DEFAULT_SAE and shipped["base_model"] == BASE_MODEL
+    recipe = shipped["training"]
+    for name in ("model", "steps", "batch_size", "lr", "warmup_steps", "temperature", "lambda_d", "lambda_q", "flops_warmup",
+                 "query_max_length", "doc_max_length", "negatives_depth", "seed"):
+        assert getattr(cfg, name) == recipe[name], name
+
+
+def test_training_changes_only_the_blocks_and_exports_a_checkpoint(tmp_path, tiny_beir, tiny_model, tiny_sae,
+                                                                    base_encoder):
     ckpt = train(config(tmp_path, tiny_beir, tiny_model, tiny_sae))
     info = json.loads((ckpt / "splare.json").read_text())
     assert info["projection"] == "sae" and info["layer"] == 2 and info["quant_scale"] > 0
+    assert info["pooling"] == "max" and "sae" not in info  # a non-shipped SAE is stored, not referenced
     weights = load_file(str(ckpt / "backbone.safetensors"))
     assert weights and all(k.startswith("encoder.layer.") for k in weights)
     assert all(v.dtype == torch.float16 for v in weights.values())
     assert {k.split(".")[2] for k in weights} == {"0", "1"}  # blocks up to layer 2 only
-    base = SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tiny_sae)))
     tuned = SaeSparseEncoder(EncoderSettings(model=str(ckpt)))
     assert tuned.settings.sae == str(ckpt / "sae") and tuned.settings.quant_scale == info["quant_scale"]
-    block = "encoder.layer.0.attention.self.query.weight"
-    assert not torch.equal(tuned.model.backbone.model.state_dict()[block], base.model.backbone.model.state_dict()[block])
+    assert not torch.equal(state(tuned)[BLOCK], state(base_encoder)[BLOCK])
     emb = "embeddings.word_embeddings.weight"
-    assert torch.equal(tuned.model.backbone.model.state_dict()[emb], base.model.backbone.model.state_dict()[emb])
-    torch.testing.assert_close(tuned.model.sae.W_enc, base.model.sae.W_enc)  # the SAE stayed frozen
+    assert torch.equal(state(tuned)[emb], state(base_encoder)[emb])
+    torch.testing.assert_close(tuned.model.projection.W_enc, base_encoder.model.projection.W_enc)  # SAE frozen
     assert len((ckpt / "training_log.jsonl").read_text().splitlines()) == 4
 
 
@@ -77,20 +105,20 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_beir, tiny_model
     resumed = train(cfg)
     a, b = load_file(str(whole / "backbone.safetensors")), load_file(str(resumed / "backbone.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "training_log.jsonl").read_text() == (resumed / "training_log.jsonl").read_text()
 
 
-def test_lora_trains_adapters_only_and_exports_merged_block_weights(tmp_path, tiny_beir, tiny_model, tiny_sae):
+def test_lora_trains_adapters_only_and_exports_merged_block_weights(tmp_path, tiny_beir, tiny_model, tiny_sae,
+                                                                   base_encoder):
     cfg = config(tmp_path, tiny_beir, tiny_model, tiny_sae, lora_rank=4, lr=1e-2)
     trainer = Trainer(cfg)
     trainable = [n for n, p in trainer.encoder.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     ckpt = trainer.fit()
     weights = load_file(str(ckpt / "backbone.safetensors"))
-    base = SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(tiny_sae)))
-    assert weights.keys() <= base.model.backbone.model.state_dict().keys()  # plain names: adapters merged
+    assert weights.keys() <= state(base_encoder).keys()  # plain names: adapters merged
     tuned = SaeSparseEncoder(EncoderSettings(model=str(ckpt)))
-    block = "encoder.layer.0.attention.self.query.weight"
-    assert not torch.equal(tuned.model.backbone.model.state_dict()[block], base.model.backbone.model.state_dict()[block])
+    assert not torch.equal(state(tuned)[BLOCK], state(base_encoder)[BLOCK])
     text = ["protein folding in yeast"]
     with torch.inference_mode():  # the merged checkpoint encodes as the adapted model did
         torch.testing.assert_close(tuned.model(**tuned.tokenize(text)), trainer.encoder.model(**tuned.tokenize(text)),
@@ -100,15 +128,26 @@ def test_lora_trains_adapters_only_and_exports_merged_block_weights(tmp_path, ti
 def test_vocabulary_twin_trains_on_the_same_recipe(tmp_path, tiny_beir, tiny_model):
     ckpt = train(config(tmp_path, tiny_beir, tiny_model, None, sae="vocab", layer=2, steps=2, mode="zero-shot"))
     info = json.loads((ckpt / "splare.json").read_text())
-    assert info["projection"] == "vocab" and not (ckpt / "sae").exists()
+    assert info["projection"] == "vocab" and info["vocab_k"] == 32 and not (ckpt / "sae").exists()
     encoder = SaeSparseEncoder(EncoderSettings(model=str(ckpt)))
     assert encoder.settings.sae == "vocab" and encoder.model.dim == encoder.tokenizer.vocab_size
-    vector = encoder.encode(["protein folding in yeast"])[0]
+    vector = encoder.encode_documents(["protein folding in yeast"])[0]
     assert vector and max(int(t[1:]) for t in vector) < encoder.tokenizer.vocab_size
 
 
+def test_twin_trained_with_another_k_loads_with_that_k(tmp_path, tiny_beir, tiny_model):
+    ckpt = train(config(tmp_path, tiny_beir, tiny_model, None, sae="vocab", layer=2, steps=1, vocab_k=5,
+                        pooling="sum"))
+    assert read_checkpoint(str(ckpt)).vocab_k == 5 and read_checkpoint(str(ckpt)).pooling == "sum"
+    encoder = SaeSparseEncoder(str(ckpt))
+    assert encoder.model.projection.k == 5 and encoder.settings.pooling == "sum"
+    with torch.inference_mode():
+        batch = encoder.tokenize(["protein"])  # one real token: at most k terms
+        assert int((encoder.model(**batch) > 0).sum()) <= 5 * int(batch["token_mask"].sum())
+
+
 def test_vocab_projection_keeps_k_terms_per_token():
-    from splare_pyserini.vocab import VocabProjection
+    from splare_pyserini.model.projection import VocabProjection
 
     torch.manual_seed(0)
     projection = VocabProjection(torch.nn.Embedding(50, 8), k=3)
@@ -122,6 +161,78 @@ def test_vocab_projection_keeps_k_terms_per_token():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_trained_sae_is_saved_into_the_checkpoint(tmp_path, tiny_beir, tiny_model, tiny_sae, base_encoder):
+    ckpt = train(config(tmp_path, tiny_beir, tiny_model, tiny_sae, train_sae=True, lr=1e-2, steps=2))
+    cfg = json.loads((ckpt / "sae" / "cfg.json").read_text())
+    assert cfg["dtype"] == "float16" and "sae" not in json.loads((ckpt / "splare.json").read_text())
+    tuned = SaeSparseEncoder(str(ckpt))
+    assert tuned.settings.sae == str(ckpt / "sae")
+    assert not torch.allclose(tuned.model.projection.W_enc, base_encoder.model.projection.W_enc, atol=1e-3)
+    assert tuned.encode_documents(["protein folding in yeast"])[0]
+
+
+def test_a_frozen_shipped_sae_is_referenced_by_name(tmp_path, tiny_beir, tiny_model, tiny_sae, monkeypatch,
+                                                   base_encoder):
+    from splare_pyserini.model import artifacts
+
+    shipped_root = tmp_path / "shipped"
+    build_tiny_sae(shipped_root / "tiny-shipped-sae", model_name=str(tiny_model))
+    monkeypatch.setattr(artifacts, "SHIPPED_MODELS", shipped_root)
+    ckpt = train(config(tmp_path, tiny_beir, tiny_model, "tiny-shipped-sae", steps=2))
+    info = json.loads((ckpt / "splare.json").read_text())
+    assert info["sae"] == "tiny-shipped-sae" and not (ckpt / "sae").exists()
+    tuned = SaeSparseEncoder(str(ckpt))
+    assert tuned.settings.sae == "tiny-shipped-sae" and tuned.settings.quant_scale == info["quant_scale"]
+    torch.testing.assert_close(tuned.model.projection.W_enc, base_encoder.model.projection.W_enc)
+    assert not torch.equal(state(tuned)[BLOCK], state(base_encoder)[BLOCK])
+
+
+@pytest.mark.parametrize("distill", ["kl", "margin-mse"])
+def test_distillation_from_a_dense_teacher(tmp_path, tiny_beir, tiny_model, tiny_sae, distill):
+    trainer = Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae, distill=distill, teacher=str(tiny_model),
+                             steps=2))
+    scores = trainer.teacher_scores(["protein folding", "gene editing"], ["a", "b", "c", "d"])
+    assert scores.shape == (2, 4) and float(scores.abs().max()) <= 1 + 1e-5  # cosines
+    ckpt = trainer.fit()
+    records = [json.loads(line) for line in (ckpt / "training_log.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(math.isfinite(r["distill"]) for r in records)
+    assert json.loads((ckpt / "splare.json").read_text())["training"]["distill"] == distill
+
+
+def test_in_memory_negatives_are_the_hard_negatives(tmp_path, tiny_beir, tiny_model, tiny_sae):
+    negatives = InMemoryNegatives({f"what is known about {t}": [f"d{i}-0", f"d{i}-2", f"d{i}-1"]
+                                   for i, t in enumerate(TOPICS)})
+    trainer = Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae), negatives=negatives)
+    assert all(p.negatives == [f"d{p.positive_id[1]}-2", f"d{p.positive_id[1]}-1"] for p in trainer.pairs)
+    batch = trainer.sampler.next_batch()
+    allowed = {trainer.docs[d] for p in trainer.pairs for d in p.negatives}
+    assert set(batch.documents[4:]) <= allowed
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--distill", "mse"], "distill: 'mse' is not one of kl, margin-mse"),
+    (["--mode", "few-shot"], "mode: 'few-shot' is not one of in-domain, zero-shot"),
+    (["--negatives", "missing.jsonl"], "negatives: 'missing.jsonl' is not one of bm25, none nor a JSONL file"),
+    (["--steps", "0"], "steps: must be >= 1, got 0"),
+    (["--sae", "vocab", "--train-sae"], "train_sae: the vocabulary twin has no SAE to train"),
+])
+def test_bad_settings_are_one_line_errors_before_any_model_loads(tmp_path, monkeypatch, capsys, argv, message):
+    from splare_pyserini.model import backbone, encoder
+    from splare_pyserini.training import trainer
+
+    monkeypatch.setattr(trainer, "SaeSparseEncoder", fail_if_called("SaeSparseEncoder"))
+    monkeypatch.setattr(trainer, "load_pairs", fail_if_called("load_pairs"))
+    monkeypatch.setattr(encoder, "load_backbone", fail_if_called("load_backbone"))
+    monkeypatch.setattr(backbone, "load_backbone", fail_if_called("load_backbone"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        trainer.cli(["--output", str(tmp_path / "run"), *argv])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: " + message]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.integration
 def test_bm25_negatives_work_from_a_script_without_main_guard(tmp_path, tiny_beir):
     """The JVM runs in a child interpreter; a multiprocessing spawn would re-run such a script forever."""
     import subprocess
@@ -129,10 +240,10 @@ def test_bm25_negatives_work_from_a_script_without_main_guard(tmp_path, tiny_bei
 
     script = tmp_path / "mine.py"
     script.write_text(
-        "from pathlib import Path\n"
-        "from splare_pyserini.pairs import add_bm25_negatives, supervised_pairs\n"
+        "from splare_pyserini.training.negatives import BM25Negatives, attach_negatives\n"
+        "from splare_pyserini.training.pairs import supervised_pairs\n"
         f"pairs = supervised_pairs({str(tiny_beir)!r}, 'train')\n"
-        f"add_bm25_negatives(pairs, {str(tiny_beir)!r}, Path({str(tmp_path / 'cache')!r}), depth=5)\n"
+        f"attach_negatives(pairs, BM25Negatives({str(tiny_beir)!r}, {str(tmp_path / 'cache')!r}, depth=5), depth=5)\n"
         "print(sum(bool(p.negatives) for p in pairs), len(pairs))\n"
         "assert all(p.positive_id not in p.negatives for p in pairs)\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)

@@ -1,19 +1,32 @@
+"""TopK SAE training with sae-lens on a tiny backbone, and ``--calibrate-only``."""
 import json
 
+import pytest
 import torch
 
 from helpers import write_jsonl
-from splare_pyserini.encoder import EncoderSettings, SaeSparseEncoder
-from splare_pyserini.train_sae import train_sae
+from splare_pyserini.model.encoder import SaeSparseEncoder
+from splare_pyserini.model.settings import EncoderSettings
+from splare_pyserini.train_sae import TrainSaeConfig, main, train_sae
 
 
-def test_train_sae_round_trips_through_sae_lens(tmp_path, tiny_model):
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("sae-corpus") / "c.jsonl",
+                       [{"_id": str(i), "text": f"cells {i} protein folding in yeast " * 3} for i in range(40)])
+
+
+@pytest.fixture(scope="module")
+def trained_sae(tmp_path_factory, tiny_model, corpus):
+    out = tmp_path_factory.mktemp("trained-sae") / "sae"
+    return train_sae(TrainSaeConfig(input=str(corpus), output=str(out), model=str(tiny_model), layer=2, d_sae=48, k=4,
+                                    steps=6, batch_size=64, max_length=32, max_tokens=2000))
+
+
+def test_train_sae_round_trips_through_sae_lens(trained_sae, tiny_model):
     from sae_lens import SAE
 
-    corpus = write_jsonl(tmp_path / "c.jsonl", [{"_id": str(i), "text": f"cells {i} protein folding in yeast " * 3}
-                                                for i in range(40)])
-    out = train_sae(str(corpus), tmp_path / "sae", model=str(tiny_model), layer=2, d_sae=48, k=4, steps=6,
-                    batch_size=64, max_length=32, max_tokens=2000)
+    out = trained_sae
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "cfg.json", "sae_weights.safetensors",
                                                      "training.json"]
     cfg = json.loads((out / "cfg.json").read_text())
@@ -27,30 +40,46 @@ def test_train_sae_round_trips_through_sae_lens(tmp_path, tiny_model):
     encoder = SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(out)))
     assert encoder.settings.layer == 2
     assert encoder.settings.quant_scale == cfg["metadata"]["splare_quant_scale"]
-    assert all(len(v) <= 48 for v in encoder.encode(["protein folding in yeast cells"]))
+    assert all(len(v) <= 48 for v in encoder.encode_documents(["protein folding in yeast cells"]))
 
 
-def test_sae_sweep_varies_one_factor_at_a_time_and_caches(tmp_path, tiny_model, monkeypatch):
-    from helpers import make_beir_slice
-    from splare_pyserini import sae_sweep
-    from splare_pyserini.sae_sweep import SweepConfig, SweepPoint, run_sweep, sweep_points
+def test_calibrate_only_records_the_scale_and_leaves_the_weights(tmp_path, trained_sae, tiny_model, corpus, capsys):
+    import shutil
 
-    base = SweepPoint(2, 48, 4)
-    assert sweep_points(base, layers=[1, 2], widths=[48, 96], ks=[8]) == [
-        base, SweepPoint(1, 48, 4), SweepPoint(2, 96, 4), SweepPoint(2, 48, 8)]
+    folder = shutil.copytree(trained_sae, tmp_path / "sae")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    expected = cfg["metadata"].pop("splare_quant_scale")
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    weights = (folder / "sae_weights.safetensors").read_bytes()
+    main(["--calibrate-only", "--input", str(corpus), "--output", str(folder), "--model", str(tiny_model),
+          "--max-length", "32"])
+    scale = json.loads((folder / "cfg.json").read_text())["metadata"]["splare_quant_scale"]
+    assert capsys.readouterr().out.strip() == f"splare_quant_scale = {scale}"
+    assert scale == pytest.approx(expected, rel=0.05)  # training measured it on fp32 weights, this on the fp16 copy
+    assert (folder / "sae_weights.safetensors").read_bytes() == weights
 
-    beir = make_beir_slice(tmp_path / "beir", n_queries=8, n_docs=60)  # test split only: the sweep falls back to it
-    cfg = SweepConfig(model=str(tiny_model), steps=4, batch_size=64, max_tokens=3000, max_length=64,
-                      n_queries=5, n_docs=30)
-    points = [base, SweepPoint(1, 48, 4)]
-    rows = run_sweep(beir, tmp_path / "sweep", points, cfg)
-    assert [(r["layer"], r["d_sae"], r["k"]) for r in rows] == [(2, 48, 4), (1, 48, 4)]
-    for row in rows:
-        assert 0 <= row["nDCG@10"] <= 1 and 0 < row["alive latents"] <= 1 and row["doc nnz"] > 0
-        assert json.loads((tmp_path / "sweep" / f"L{row['layer']}-d48-k4" / "sae" / "cfg.json").read_text())["k"] == 4
-    assert len((tmp_path / "sweep" / "slice-test" / "queries.jsonl").read_text().splitlines()) == 5
-    table = (tmp_path / "sweep" / "sweep.md").read_text()
-    assert "| layer | d_sae | k | nDCG@10 |" in table and "test slice (5 queries, 30 documents)" in table
 
-    monkeypatch.setattr(sae_sweep, "run_point", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reran")))
-    assert run_sweep(beir, tmp_path / "sweep", points, cfg) == rows
+def test_defaults_are_the_shipped_sae_recipe():
+    from splare_pyserini.model.artifacts import BASE_MODEL, resolve_path
+    from splare_pyserini.model.settings import DEFAULT_SAE
+    from splare_pyserini.sae_sweep import SweepConfig
+
+    shipped = json.loads(open(resolve_path(DEFAULT_SAE) + "/cfg.json").read())
+    layer = int(shipped["metadata"]["hook_name"].rsplit(".", 1)[1]) + 1
+    cfg = TrainSaeConfig(input="scifact", output="x")
+    assert (cfg.model, cfg.layer, cfg.d_sae, cfg.k) == (BASE_MODEL, layer, shipped["d_sae"], shipped["k"])
+    assert SweepConfig().base == (layer, shipped["d_sae"], shipped["k"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--k", "64", "--d-sae", "32"], "k: 64 is more than d_sae 32"),
+    (["--calibrate-only"], "is not an SAE folder (no cfg.json) to calibrate"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, capsys, argv, message):
+    from splare_pyserini.train_sae import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--input", "scifact", "--output", str(tmp_path / "none"), *argv])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith(message)

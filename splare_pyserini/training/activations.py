@@ -1,7 +1,7 @@
-"""Collect a backbone's hidden states at one layer for SAE training.
+"""A backbone's hidden states at one layer, for training and calibrating SAEs.
 
-Uses the same tokenization and token mask as the encoder (no padding, no special
-tokens), so the SAE is trained on exactly the states it will later encode.
+Tokenized by the encoder's own :class:`TextBatcher` (same truncation, same mask of real tokens:
+no padding, no special tokens), so an SAE is trained on exactly the states it will later encode.
 """
 from __future__ import annotations
 
@@ -10,26 +10,26 @@ from typing import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
+from ..model.backbone import LayerBackbone, TextBatcher, length_sorted_batches
+
 
 @torch.inference_mode()
-def collect_activations(encoder_like, texts: Sequence[str], batch_size: int = 32,
-                        max_tokens: int | None = None) -> torch.Tensor:
-    """(N, d_in) float32 hidden states of every real token, in length-sorted batches."""
-    lengths = encoder_like.token_lengths(texts)
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+def collect_activations(batcher: TextBatcher, backbone: LayerBackbone, texts: Sequence[str], max_length: int,
+                        batch_size: int = 32, max_tokens: int | None = None) -> torch.Tensor:
+    """(N, d_in) float32 hidden states of every real token, longest texts first, at most ``max_tokens``."""
     parts, total = [], 0
-    with tqdm(total=len(texts), desc="activations", unit="text") as bar:
-        for start in range(0, len(order), batch_size):
-            batch = encoder_like.tokenize([texts[i] for i in order[start:start + batch_size]])
-            hidden = encoder_like.model.backbone(batch["input_ids"], batch["attention_mask"])
+    with tqdm(total=len(texts), desc="activations", unit="text", dynamic_ncols=True) as bar:
+        for idx in length_sorted_batches(batcher.lengths(texts, max_length), batch_size):
+            batch = batcher([texts[i] for i in idx], max_length)
+            hidden = backbone(batch["input_ids"], batch["attention_mask"])
             states = hidden[batch["token_mask"]].float().cpu()
             parts.append(states)
             total += states.shape[0]
-            bar.update(len(order[start:start + batch_size]))
+            bar.update(len(idx))
             bar.set_postfix(tokens=total)
             if max_tokens is not None and total >= max_tokens:
                 break
-    acts = torch.cat(parts)
+    acts = torch.cat(parts) if parts else torch.zeros(0, backbone.hidden_size)
     return acts[:max_tokens] if max_tokens is not None else acts
 
 

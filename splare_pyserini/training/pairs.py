@@ -1,15 +1,16 @@
-"""Training pairs, offline: supervised (train qrels) and self-supervised (from the corpus),
-with hard negatives mined by BM25 through Pyserini."""
+"""Training pairs, offline: supervised (train qrels) or self-supervised (from the corpus alone),
+and the sampler that turns them into batches of queries, positives and hard negatives."""
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import iter_json_lines, load_beir, resolve_beir_folder
+from ..config import require
+from ..datasets import iter_json_lines, load_beir, resolve_beir_folder
 
+MODES = ("in-domain", "zero-shot")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 
 
@@ -32,11 +33,12 @@ def joined(title: str, text: str) -> str:
     return " ".join(p for p in (title, text) if p)
 
 
-def supervised_pairs(dataset: str | Path, split: str = "train") -> list[Pair]:
+def supervised_pairs(dataset: str | Path, split: str = "train",
+                     corpus: dict[str, tuple[str, str]] | None = None) -> list[Pair]:
     """One pair per judged-relevant (query, document) of ``qrels/<split>.tsv``."""
     folder = resolve_beir_folder(dataset)
     data = load_beir(folder, split, need_qrels=True)
-    docs = corpus_texts(folder)
+    docs = corpus if corpus is not None else corpus_texts(folder)
     pairs = []
     for query in data.queries:
         for doc_id, rel in sorted(data.qrels[query.id].items()):
@@ -45,14 +47,15 @@ def supervised_pairs(dataset: str | Path, split: str = "train") -> list[Pair]:
     return pairs
 
 
-def self_supervised_pairs(dataset: str | Path, seed: int = 0, per_doc: int = 1) -> list[Pair]:
+def self_supervised_pairs(dataset: str | Path, seed: int = 0, per_doc: int = 1,
+                          corpus: dict[str, tuple[str, str]] | None = None) -> list[Pair]:
     """Zero-shot pairs from the corpus alone (no queries, no labels): a sentence of a document
     as the query and the document without that sentence as the positive (inverse cloze task),
     or the title as the query and the text as the positive when a document has one sentence."""
-    folder = resolve_beir_folder(dataset)
+    docs = corpus if corpus is not None else corpus_texts(resolve_beir_folder(dataset))
     rng = random.Random(seed)
     pairs = []
-    for doc_id, (title, text) in sorted(corpus_texts(folder).items()):
+    for doc_id, (title, text) in sorted(docs.items()):
         sentences = [s for s in _SENTENCE.split(text) if len(s.split()) >= 5]
         for _ in range(per_doc):
             if len(sentences) >= 2:
@@ -64,69 +67,69 @@ def self_supervised_pairs(dataset: str | Path, seed: int = 0, per_doc: int = 1) 
     return pairs
 
 
-def add_bm25_negatives(pairs: list[Pair], dataset: str | Path, cache: Path, depth: int = 30,
-                       threads: int = 2) -> None:
-    """Fill ``pair.negatives`` with BM25's top documents for the query, positives removed.
-
-    The search runs in a child process: a JVM booted inside the training process crashed it
-    (SIGSEGV in libtorch under the JVM's signal handlers, seen mid-training), so training
-    keeps the JVM out of its own address space. The child is ``python -m splare_pyserini.pairs``,
-    not a multiprocessing spawn, which would re-run a user's script that lacks a main guard."""
-    by_query: dict[str, list[Pair]] = {}
-    for pair in pairs:
-        by_query.setdefault(pair.query, []).append(pair)
-    queries = sorted(by_query)
-    hits = bm25_top_docs_in_child(queries, str(resolve_beir_folder(dataset)), str(cache), depth, threads)
-    for query, doc_ids in zip(queries, hits):
-        positive_ids = {p.positive_id for p in by_query[query]}
-        negatives = [doc_id for doc_id in doc_ids if doc_id not in positive_ids]
-        for pair in by_query[query]:
-            pair.negatives = negatives
+def training_pairs(dataset: str | Path, mode: str, seed: int = 0,
+                   corpus: dict[str, tuple[str, str]] | None = None) -> list[Pair]:
+    """``in-domain``: the pairs of ``qrels/train.tsv``; ``zero-shot``: self-supervised pairs."""
+    require(mode in MODES, f"mode: {mode!r} is not one of {', '.join(MODES)}")
+    if mode == "in-domain":
+        return supervised_pairs(dataset, "train", corpus)
+    return self_supervised_pairs(dataset, seed=seed, corpus=corpus)
 
 
-def bm25_top_docs_in_child(queries: list[str], folder: str, cache: str, depth: int, threads: int) -> list[list[str]]:
-    """``bm25_top_docs`` in a fresh interpreter; request and answer travel as JSON files."""
-    import subprocess
-    import sys
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="splare-bm25-") as tmp:
-        request, answer = Path(tmp) / "request.json", Path(tmp) / "hits.json"
-        request.write_text(json.dumps({"queries": queries, "folder": folder, "cache": cache, "depth": depth,
-                                       "threads": threads}), encoding="utf-8")
-        proc = subprocess.run([sys.executable, "-m", "splare_pyserini.pairs", str(request), str(answer)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0 or not answer.is_file():
-            tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
-            raise RuntimeError(f"BM25 negative mining for {folder} failed (exit {proc.returncode}):\n{tail}")
-        return json.loads(answer.read_text(encoding="utf-8"))
+@dataclass
+class TrainingBatch:
+    """B queries and 2B documents: the B positives, then one hard negative per query."""
+    queries: list[str]
+    documents: list[str]
 
 
-def bm25_top_docs(queries: list[str], folder: str, cache: str, depth: int, threads: int) -> list[list[str]]:
-    """BM25's top ``depth`` doc ids per query (Pyserini defaults), indexing the corpus once into ``cache``."""
-    from .index import index_bm25, read_index_info
-    from .search import open_searcher
+class PairSampler:
+    """Batches of pairs with distinct positives (a duplicate would be a false in-batch negative),
+    each with a hard negative drawn from its pair's list, or from the whole corpus when the list is
+    empty. One seeded RNG drives both choices; its state is part of the training state, so a
+    resumed run draws exactly the batches the uninterrupted run would have."""
 
-    index = Path(cache) / f"bm25-{Path(folder).name}"
-    if read_index_info(index) is None:
-        index_bm25(Path(folder), index, threads=threads, overwrite=True)
-    searcher = open_searcher(index, None, bm25=True)
-    ids = [str(i) for i in range(len(queries))]
-    results: list[list[str]] = []
-    for start in range(0, len(queries), 512):
-        batch_q, batch_ids = queries[start:start + 512], ids[start:start + 512]
-        hits = searcher.batch_search(batch_q, batch_ids, depth, threads)
-        results.extend([h.docid for h in hits[qid]] for qid in batch_ids)
-    return results
+    def __init__(self, pairs: list[Pair], docs: dict[str, str], batch_size: int, seed: int = 0):
+        distinct = len({p.positive_id for p in pairs})
+        require(distinct >= batch_size, f"batch_size: {batch_size} is more than the {distinct} distinct "
+                                        "positive documents of the training pairs")
+        self.pairs = pairs
+        self.docs = docs
+        self.batch_size = batch_size
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+        self._all_ids = sorted(docs)
 
+    def next_pairs(self) -> list[Pair]:
+        batch, seen = [], set()
+        while len(batch) < self.batch_size:
+            if not self.order:
+                self.order = list(range(len(self.pairs)))
+                self.rng.shuffle(self.order)
+            pair = self.pairs[self.order.pop()]
+            if pair.positive_id in seen:
+                continue
+            seen.add(pair.positive_id)
+            batch.append(pair)
+        return batch
 
-def _child_main(request: str, answer: str) -> None:
-    args = json.loads(Path(request).read_text(encoding="utf-8"))
-    hits = bm25_top_docs(args["queries"], args["folder"], args["cache"], args["depth"], args["threads"])
-    Path(answer).write_text(json.dumps(hits), encoding="utf-8")
+    def negative_for(self, pair: Pair) -> str:
+        """The text of a hard negative of ``pair`` (a random other document if it has none)."""
+        if pair.negatives:
+            return self.docs[self.rng.choice(pair.negatives)]
+        doc_id = self.rng.choice(self._all_ids)
+        while doc_id == pair.positive_id and len(self._all_ids) > 1:
+            doc_id = self.rng.choice(self._all_ids)
+        return self.docs[doc_id]
 
+    def next_batch(self) -> TrainingBatch:
+        pairs = self.next_pairs()
+        return TrainingBatch([p.query for p in pairs],
+                             [p.positive_text for p in pairs] + [self.negative_for(p) for p in pairs])
 
-if __name__ == "__main__":  # the child process of add_bm25_negatives
-    import sys
+    def state_dict(self) -> dict:
+        return {"order": list(self.order), "rng": self.rng.getstate()}
 
-    _child_main(sys.argv[1], sys.argv[2])
+    def load_state_dict(self, state: dict) -> None:
+        self.order = list(state["order"])
+        self.rng.setstate(state["rng"])

@@ -1,40 +1,64 @@
 """Train a TopK SAE with sae-lens on a backbone's hidden states, offline.
 
-For backbones without a public SAE (e.g. all-MiniLM-L6-v2). The SAE is saved in
-sae-lens's own format (``SAE.load_from_disk`` reads it), optionally in fp16, with
-a model card saying how it was made.
+For backbones without a public SAE (e.g. all-MiniLM-L6-v2). The SAE is saved in sae-lens's own
+format (``SAE.load_from_disk`` reads it), fp16 unless ``--fp32``, with a model card saying how it
+was made. The defaults are the shipped SAE's recipe (layer 6, 8192 latents, k = 32).
 
-    python -m splare_pyserini.train_sae --input scifact --model sentence-transformers/all-MiniLM-L6-v2 \
-        --layer 4 --d-sae 8192 --k 32 --steps 300 --output models/my-sae
+    python -m splare_pyserini.train_sae --input scifact --output models/my-sae
+
+``--calibrate-only`` records ``splare_quant_scale`` in an existing SAE folder ``--output`` (e.g. a
+public SAE's local copy) from the states of the texts of ``--input``.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .atomic import atomic_dir, atomic_write
-from .backbone import DEFAULT_MODEL, load_backbone
-from .data import load_beir, looks_like_ir_datasets_id, load_ir_datasets, read_jsonl
-from .errors import ArtifactError, cli_main
+from ..config import option, parse_config, require
+from ..datasets import load_beir, load_ir_datasets, looks_like_ir_datasets_id, read_jsonl
+from ..errors import ArtifactError, cli_main
+from ..io import atomic_dir, atomic_write
+from ..model.artifacts import BASE_MODEL
+from ..model.backbone import TextBatcher, load_backbone
+from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
+from .activations import ShuffledBatches, collect_activations
+
+__all__ = ["TrainSaeConfig", "train_sae", "training_texts", "reconstruction_stats", "calibrate_saved_sae",
+           "calibrate_quant_scale", "model_card"]
+log = logging.getLogger(__name__)
+STATS_TOKENS = 20_000  # training states the saved SAE's quality figures are measured on
 
 
-class _BackboneOnly:
-    """Just enough of the encoder interface for tokenizing and running the backbone."""
+@dataclass(frozen=True)
+class TrainSaeConfig:
+    input: str = option(help="BEIR folder or name, JSONL file, or ir_datasets id (documents and queries)")
+    output: str = option(help="folder to save the SAE in (with --calibrate-only: the existing SAE folder)")
+    model: str = option(BASE_MODEL, "backbone whose hidden states the SAE reconstructs")
+    layer: int = option(6, "hidden_states index (1..num_layers)")
+    d_sae: int = option(8192, "latents")
+    k: int = option(32, "latents active per token")
+    steps: int = option(300, "training steps")
+    batch_size: int = option(4096, "token states per step")
+    lr: float = option(4e-4, "peak learning rate (cosine to lr/10)")
+    max_length: int = option(256, "tokens kept per text")
+    max_tokens: int | None = option(2_000_000, "token states collected (longest texts first)")
+    seed: int = option(0, "seed of initialization and shuffling")
+    fp32: bool = option(False, "store fp32 weights (default fp16)")
+    calibrate_only: bool = option(False, "only record splare_quant_scale in the existing SAE folder --output")
 
-    def __init__(self, model: str, layer: int, max_length: int):
-        from .encoder import EncoderSettings, SaeSparseEncoder
-
-        self.tokenizer, backbone = load_backbone(model, layer)
-        self.settings = EncoderSettings(model=model, layer=layer, max_length=max_length)
-        self.device = "cpu"
-        self.model = torch.nn.Module()
-        self.model.backbone = backbone
-        self.tokenize = SaeSparseEncoder.tokenize.__get__(self)
-        self.token_lengths = SaeSparseEncoder.token_lengths.__get__(self)
+    def __post_init__(self) -> None:
+        for name in ("layer", "d_sae", "k", "steps", "batch_size", "max_length"):
+            require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        require(self.max_tokens is None or self.max_tokens >= 1, f"max_tokens: must be >= 1, got {self.max_tokens}")
+        require(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+        require(self.k <= self.d_sae, f"k: {self.k} is more than d_sae {self.d_sae}")
+        require(not self.calibrate_only or (Path(self.output) / "cfg.json").is_file(),
+                f"output: {self.output} is not an SAE folder (no cfg.json) to calibrate")
 
 
 def training_texts(source: str) -> list[str]:
@@ -48,71 +72,53 @@ def training_texts(source: str) -> list[str]:
     return [r.text for r in ds.corpus + ds.queries if r.text]
 
 
-def train_sae(source: str, output: str | Path, model: str = DEFAULT_MODEL, layer: int = 4, d_sae: int = 8192,
-              k: int = 32, steps: int = 300, batch_size: int = 4096, lr: float = 4e-4, max_length: int = 256,
-              max_tokens: int | None = 2_000_000, seed: int = 0, fp16: bool = True,
-              activations: torch.Tensor | None = None) -> Path:
-    """Train and save a TopK SAE; returns the output folder. ``activations`` (hidden states at
-    ``layer``, e.g. shared by the runs of a sweep) skips collecting them from ``source``."""
+def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> Path:
+    """Train and save a TopK SAE; returns the output folder. ``activations`` (hidden states at the
+    layer, e.g. shared by the runs of a sweep) skips collecting them from ``cfg.input``."""
     from sae_lens import SAE
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    from .activations import ShuffledBatches, collect_activations
-
-    torch.manual_seed(seed)
+    torch.manual_seed(cfg.seed)
     started = time.time()
-    runner = _BackboneOnly(model, layer, max_length)
-    acts = activations if activations is not None else collect_activations(runner, training_texts(source),
-                                                                           max_tokens=max_tokens)
+    tokenizer, backbone = load_backbone(cfg.model, cfg.layer)
+    acts = activations if activations is not None else collect_activations(
+        TextBatcher(tokenizer), backbone, training_texts(cfg.input), cfg.max_length, max_tokens=cfg.max_tokens)
     seconds_acts = time.time() - started
-    hook_name = f"{runner.model.backbone.layers_name}.{layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
-    cfg = TopKTrainingSAEConfig(
-        d_in=acts.shape[1], d_sae=d_sae, k=k, normalize_activations="expected_average_only_in",
-        metadata=SAEMetadata(model_name=model, hook_name=hook_name, context_size=max_length))
-    sae = TopKTrainingSAE(cfg)
+    hook_name = f"{backbone.layers_name}.{cfg.layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
+    sae_cfg = TopKTrainingSAEConfig(
+        d_in=acts.shape[1], d_sae=cfg.d_sae, k=cfg.k, normalize_activations="expected_average_only_in",
+        metadata=SAEMetadata(model_name=cfg.model, hook_name=hook_name, context_size=cfg.max_length))
+    steps, batch = cfg.steps, cfg.batch_size
     trainer_cfg = SAETrainerConfig(
-        total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=lr, lr_end=lr / 10,
+        total_training_samples=steps * batch, train_batch_size_samples=batch, lr=cfg.lr, lr_end=cfg.lr / 10,
         lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(20, steps // 10), device="cpu",
         dead_feature_window=max(1, steps // 4), feature_sampling_window=max(1, steps // 2),
         logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20)
-    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=ShuffledBatches(acts, batch_size, seed))
+    trainer = SAETrainer(cfg=trainer_cfg, sae=TopKTrainingSAE(sae_cfg),
+                         data_provider=ShuffledBatches(acts, batch, cfg.seed))
     trained = trainer.fit()
     seconds_train = time.time() - started - seconds_acts
-    stats = reconstruction_stats(trained, acts[:20_000])
-    trained.cfg.metadata["splare_quant_scale"] = calibrate_quant_scale(trained, acts[:20_000])
+    stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
+    scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS])
+    trained.cfg.metadata["splare_quant_scale"] = scale
 
-    output = Path(output)
+    output = Path(cfg.output)
     with atomic_dir(output) as tmp:
         trained.save_inference_model(tmp)
-        if fp16:
-            inference = SAE.load_from_disk(tmp, dtype="float16")
-            inference.save_model(tmp)
-        record = {"source": source, "model": model, "layer": layer, "hook_name": hook_name, "d_sae": d_sae, "k": k,
-                  "steps": steps, "batch_size": batch_size, "lr": lr, "max_length": max_length, "seed": seed,
-                  "training_tokens": steps * batch_size, "distinct_tokens": int(acts.shape[0]),
-                  "seconds_activations": round(seconds_acts, 1), "seconds_training": round(seconds_train, 1),
-                  "torch_threads": torch.get_num_threads(), "fp16": fp16,
-                  "quant_scale": trained.cfg.metadata["splare_quant_scale"], **stats}
+        if not cfg.fp32:
+            SAE.load_from_disk(tmp, dtype="float16").save_model(tmp)
+        record = {"source": cfg.input, "model": cfg.model, "layer": cfg.layer, "hook_name": hook_name,
+                  "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch, "lr": cfg.lr,
+                  "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
+                  "distinct_tokens": int(acts.shape[0]), "seconds_activations": round(seconds_acts, 1),
+                  "seconds_training": round(seconds_train, 1), "torch_threads": torch.get_num_threads(),
+                  "fp16": not cfg.fp32, "quant_scale": scale, **stats}
         (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(record))
     return output
-
-
-@torch.inference_mode()
-def calibrate_quant_scale(sae, acts: torch.Tensor, target: float = 100.0) -> float:
-    """Scale that maps the 99th percentile of non-zero token weights log(1 + z) to ``target``.
-
-    SAE latents have no fixed range (it follows the backbone's activation norms), so a
-    fixed scale like SPLADE's 100 can round most weights to 1 or 2. Stored in the SAE's
-    metadata as ``splare_quant_scale``; the encoder uses it unless --quant-scale is given.
-    """
-    weights = torch.log1p(torch.relu(sae.encode(acts.to(sae.W_enc.dtype)))).float()
-    nonzero = weights[weights > 0]
-    p99 = float(torch.quantile(nonzero[:1_000_000], 0.99)) if nonzero.numel() else 1.0
-    return round(target / p99, 3)
 
 
 @torch.inference_mode()
@@ -125,21 +131,21 @@ def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
     return {"explained_variance": round(float(1 - fvu), 4), "alive_fraction_on_sample": round(float(alive), 4)}
 
 
-def calibrate_saved_sae(folder: str | Path, source: str, model: str = DEFAULT_MODEL, max_texts: int = 500,
-                        max_length: int = 256) -> float:
-    """Record ``splare_quant_scale`` in a saved SAE's cfg.json metadata (e.g. a public SAE's local copy)."""
-    from .activations import collect_activations
-    from .sae import load_sae, recorded_layer
+def calibrate_saved_sae(folder: str | Path, source: str, model: str = BASE_MODEL,
+                        max_texts: int = CALIBRATION_TEXTS, max_length: int = 256) -> float:
+    """Record ``splare_quant_scale`` in a saved SAE's cfg.json metadata; returns the scale."""
+    from ..model.projection import load_sae, recorded_layer
 
     folder = Path(folder)
     sae = load_sae(str(folder))
     layer = recorded_layer(sae)
     if layer is None:
         raise ArtifactError(f"{folder}: the SAE records no layer (metadata hook_name)")
-    runner = _BackboneOnly(model, layer, max_length)
-    acts = collect_activations(runner, training_texts(source)[:max_texts], max_tokens=20_000)
+    tokenizer, backbone = load_backbone(model, layer)
+    acts = collect_activations(TextBatcher(tokenizer), backbone, training_texts(source)[:max_texts], max_length,
+                               max_tokens=CALIBRATION_TOKENS)
     scale = calibrate_quant_scale(sae, acts)
-    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
     cfg.setdefault("metadata", {})["splare_quant_scale"] = scale
     with atomic_write(folder / "cfg.json") as out:
         json.dump(cfg, out)
@@ -161,7 +167,7 @@ Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` an
   (cosine to lr/10), seed {r['seed']}
 - wall time on CPU ({r['torch_threads']} threads): activations {r['seconds_activations']} s,
   training {r['seconds_training']} s
-- quality on 20k training states: explained variance {r['explained_variance']},
+- quality on {STATS_TOKENS:,} training states: explained variance {r['explained_variance']},
   alive latents {r['alive_fraction_on_sample']}
 - impact quantization: `splare_quant_scale` = {r['quant_scale']} in the SAE metadata (99th percentile of
   non-zero token weights log(1+z) maps to 100)
@@ -172,31 +178,14 @@ This SAE is trained only to reconstruct hidden states; it has not been trained f
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m splare_pyserini.train_sae", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="BEIR folder or name, JSONL file, or ir_datasets id")
-    parser.add_argument("--output", required=True, help="folder to save the SAE in")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--layer", type=int, default=4, help="hidden_states index (1..num_layers)")
-    parser.add_argument("--d-sae", type=int, default=8192)
-    parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=4096, help="token states per step")
-    parser.add_argument("--lr", type=float, default=4e-4)
-    parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--max-tokens", type=int, default=2_000_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
-    parser.add_argument("--calibrate-only", action="store_true",
-                        help="only record splare_quant_scale in the existing SAE folder --output")
-    args = parser.parse_args(argv)
-    if args.calibrate_only:
-        print(f"splare_quant_scale = {calibrate_saved_sae(args.output, args.input, args.model)}")
+    cfg = parse_config(TrainSaeConfig, argv, "python -m splare_pyserini.train_sae", __doc__)
+    if cfg.calibrate_only:
+        print(f"splare_quant_scale = {calibrate_saved_sae(cfg.output, cfg.input, cfg.model, max_length=cfg.max_length)}")
         return
-    out = train_sae(args.input, args.output, args.model, args.layer, args.d_sae, args.k, args.steps,
-                    args.batch_size, args.lr, args.max_length, args.max_tokens, args.seed, not args.fp32)
-    print(f"saved {out}")
+    log.info("saved %s", train_sae(cfg))
 
+
+cli = cli_main(main)
 
 if __name__ == "__main__":
-    cli_main(main)()
+    cli()

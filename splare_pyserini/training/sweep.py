@@ -5,18 +5,18 @@ Trains small TopK SAEs one factor at a time around a base configuration (every l
 on the same token budget, and scores each by what it is for here: retrieval with its latents
 as the vocabulary, *before* any retrieval training (the untrained SPLARE encoder), on a slice
 of the set's **train** split (so test queries never choose the SAE), next to explained
-variance and the fraction of latents alive.
+variance and the fraction of latents alive. The base is the shipped SAE's configuration.
 
     python -m splare_pyserini.sae_sweep --dataset scifact --output runs/sae-sweep --layers 2 3 4 5 6
 
-Each point is cached in ``<output>/<point>/result.json``; writes ``sweep.json`` and ``sweep.md``.
+Each point is cached in ``<output>/<point>/result.json`` (keyed on the settings that shape it; one
+output folder per dataset); writes ``sweep.json`` and ``sweep.md``.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,11 +24,17 @@ from typing import Sequence
 
 import torch
 
-from .atomic import atomic_write
-from .backbone import DEFAULT_MODEL
-from .data import resolve_beir_folder, write_beir_slice
-from .errors import InputError, cli_main
-from .row_cache import load_row, save_row
+from ..config import option, parse_config, require
+from ..datasets import load_beir, resolve_beir_folder, write_beir_slice
+from ..errors import cli_main
+from ..io import atomic_write, load_row, markdown_table, save_row, write_json
+from ..model.artifacts import BASE_MODEL
+
+__all__ = ["SweepPoint", "SweepConfig", "sweep_points", "sample_activations", "retrieval_slice", "run_point",
+           "run_sweep", "markdown", "COLUMNS"]
+log = logging.getLogger(__name__)
+# The settings every point shares and its result depends on: with the point, the key of its cached row.
+SHARED_SETTINGS = ("model", "steps", "batch_size", "lr", "max_tokens", "max_length", "n_queries", "n_docs", "seed")
 
 
 @dataclass(frozen=True)
@@ -44,15 +50,36 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    model: str = DEFAULT_MODEL
-    steps: int = 60
-    batch_size: int = 4096
-    lr: float = 4e-4
-    max_tokens: int = 300_000  # token states per layer, from a seeded random sample of the texts
-    max_length: int = 256
-    n_queries: int = 100  # retrieval slice of the train split
-    n_docs: int = 1000
-    seed: int = 0
+    dataset: str = option("scifact", "BEIR folder or name")
+    output: str = option("runs/sae-sweep", "folder for the points' SAEs, runs and the sweep report")
+    model: str = option(BASE_MODEL, "backbone the SAEs are trained on")
+    base: tuple[int, int, int] = option((6, 8192, 32), "the point every variation starts from",
+                                        metavar=("LAYER", "D_SAE", "K"))
+    layers: tuple[int, ...] = option((), "layers to try at the base width and k")
+    d_sae: tuple[int, ...] = option((), "widths to try at the base layer and k")
+    k: tuple[int, ...] = option((), "k values to try at the base layer and width")
+    steps: int = option(60, "SAE training steps per point")
+    batch_size: int = option(4096, "token states per SAE step")
+    lr: float = option(4e-4, "SAE learning rate")
+    max_tokens: int = option(300_000, "token states per layer, from a seeded random sample of the texts")
+    max_length: int = option(256, "tokens kept per text (training and retrieval)")
+    n_queries: int = option(100, "queries of the retrieval slice")
+    n_docs: int = option(1000, "documents of the retrieval slice")
+    seed: int = option(0, "seed of sampling, slicing and SAE training")
+
+    def __post_init__(self) -> None:
+        require(len(self.base) == 3 and min(self.base) >= 1, f"base: LAYER D_SAE K must be positive, got {self.base}")
+        for name in ("layers", "d_sae", "k"):
+            require(all(v >= 1 for v in getattr(self, name)), f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("steps", "batch_size", "max_tokens", "max_length", "n_queries", "n_docs"):
+            require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        require(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+
+    def points(self) -> list["SweepPoint"]:
+        return sweep_points(SweepPoint(*self.base), self.layers, self.d_sae, self.k)
+
+    def shared(self) -> dict:
+        return {name: getattr(self, name) for name in SHARED_SETTINGS}
 
 
 def sweep_points(base: SweepPoint, layers: Sequence[int] = (), widths: Sequence[int] = (),
@@ -68,22 +95,25 @@ def sweep_points(base: SweepPoint, layers: Sequence[int] = (), widths: Sequence[
 def sample_activations(dataset: Path, cfg: SweepConfig, layer: int) -> torch.Tensor:
     """Hidden states at ``layer`` of a seeded random sample of the set's documents and queries,
     ``max_tokens`` of them (a length-sorted prefix would only see the longest texts)."""
+    from ..model.backbone import TextBatcher, load_backbone
     from .activations import collect_activations
-    from .train_sae import _BackboneOnly, training_texts
+    from .sae import training_texts
 
     texts = training_texts(str(dataset))
     random.Random(cfg.seed).shuffle(texts)
-    runner = _BackboneOnly(cfg.model, layer, cfg.max_length)
+    tokenizer, backbone = load_backbone(cfg.model, layer)
+    batcher = TextBatcher(tokenizer)
     total, chosen = 0, []
-    for text, length in zip(texts, runner.token_lengths(texts)):
+    for text, length in zip(texts, batcher.lengths(texts, cfg.max_length)):
         chosen.append(text)
         total += max(0, length - 2)  # special tokens are masked out
         if total >= cfg.max_tokens:
             break
-    return collect_activations(runner, chosen, max_tokens=cfg.max_tokens)
+    return collect_activations(batcher, backbone, chosen, cfg.max_length, max_tokens=cfg.max_tokens)
 
 
 def retrieval_slice(dataset: Path, output: Path, cfg: SweepConfig) -> tuple[Path, str]:
+    """The slice of the train split (the test split if there is none) the points are scored on."""
     split = "train" if (dataset / "qrels" / "train.tsv").is_file() else "test"
     folder = output / f"slice-{split}"
     if not (folder / "corpus.jsonl").is_file():
@@ -93,49 +123,48 @@ def retrieval_slice(dataset: Path, output: Path, cfg: SweepConfig) -> tuple[Path
 
 def run_point(point: SweepPoint, acts: torch.Tensor, dataset: Path, folder: Path, split: str, cfg: SweepConfig,
               output: Path) -> dict:
-    from .beir import run_beir
-    from .encoder import EncoderSettings, SaeSparseEncoder
-    from .train_sae import train_sae
+    """Train the point's SAE and score the untrained SPLARE encoder over it on the slice."""
+    from ..model.encoder import SaeSparseEncoder
+    from ..model.settings import EncoderSettings
+    from ..pipeline import RunSettings, run_sparse_system
+    from .sae import TrainSaeConfig, train_sae
 
     started = time.time()
-    sae = train_sae(str(dataset), output / "sae", model=cfg.model, layer=point.layer, d_sae=point.d_sae, k=point.k,
-                    steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length,
-                    seed=cfg.seed, activations=acts)
-    trained = json.loads((sae / "training.json").read_text())
+    sae = train_sae(TrainSaeConfig(input=str(dataset), output=str(output / "sae"), model=cfg.model,
+                                   layer=point.layer, d_sae=point.d_sae, k=point.k, steps=cfg.steps,
+                                   batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed),
+                    activations=acts)
+    trained = json.loads((sae / "training.json").read_text(encoding="utf-8"))
     encoder = SaeSparseEncoder(EncoderSettings(model=cfg.model, sae=str(sae), max_length=cfg.max_length))
-    scores = run_beir(folder, output / "retrieval", encoder, split=split, bm25=False)["SPLARE"]
+    data = load_beir(folder, split, need_qrels=True)
+    scores = run_sparse_system(encoder, data, output / "retrieval", RunSettings(), split=split)
     return {**asdict(point), "explained variance": trained["explained_variance"],
             "alive latents": trained["alive_fraction_on_sample"], "nDCG@10": scores["nDCG@10"],
             "R@100": scores["R@100"], "doc nnz": scores["doc nnz"], "query nnz": scores["query nnz"],
             "seconds": round(time.time() - started, 1)}
 
 
-def run_sweep(dataset: str | Path, output: str | Path, points: Sequence[SweepPoint],
-              cfg: SweepConfig | None = None) -> list[dict]:
-    """Train and score every point (cached); write sweep.json and sweep.md; return the rows."""
-    cfg = cfg or SweepConfig()
-    dataset, output = resolve_beir_folder(dataset), Path(output)
+def run_sweep(cfg: SweepConfig, points: Sequence[SweepPoint] | None = None) -> list[dict]:
+    """Train and score every point (``cfg.points()`` unless given; cached); write sweep.json and
+    sweep.md; return the rows."""
+    dataset, output = resolve_beir_folder(cfg.dataset), Path(cfg.output)
     folder, split = retrieval_slice(dataset, output, cfg)
     acts_by_layer: dict[int, torch.Tensor] = {}
     rows = []
-    for point in points:
-        point_dir = output / point.name
-        cached = point_dir / "result.json"
-        key = {"point": asdict(point), "config": asdict(cfg)}
-        saved = load_row(cached, key)
-        if saved is not None:
-            rows.append(saved)
-            print(f"{point.name}: cached", file=sys.stderr)
-            continue
-        if point.layer not in acts_by_layer:
-            acts_by_layer[point.layer] = sample_activations(dataset, cfg, point.layer)  # ~0.5 GB per layer
-        print(f"{point.name}: training and scoring", file=sys.stderr)
-        row = run_point(point, acts_by_layer[point.layer], dataset, folder, split, cfg, point_dir)
-        save_row(cached, key, row)
+    for point in (cfg.points() if points is None else points):
+        cached = output / point.name / "result.json"
+        key = {"point": asdict(point), "config": cfg.shared()}
+        row = load_row(cached, key)
+        if row is not None:
+            log.info("%s: cached", point.name)
+        else:
+            if point.layer not in acts_by_layer:
+                acts_by_layer[point.layer] = sample_activations(dataset, cfg, point.layer)
+            log.info("%s: training and scoring", point.name)
+            row = run_point(point, acts_by_layer[point.layer], dataset, folder, split, cfg, output / point.name)
+            save_row(cached, key, row)
         rows.append(row)
-    report = {"dataset": str(dataset), "split": split, "config": asdict(cfg), "rows": rows}
-    with atomic_write(output / "sweep.json") as out:
-        json.dump(report, out, indent=2)
+    write_json(output / "sweep.json", {"dataset": str(dataset), "split": split, "config": asdict(cfg), "rows": rows})
     table = markdown(rows, dataset.name, split, cfg)
     with atomic_write(output / "sweep.md") as out:
         out.write(table + "\n")
@@ -148,35 +177,16 @@ COLUMNS = ("layer", "d_sae", "k", "nDCG@10", "R@100", "explained variance", "ali
 
 
 def markdown(rows: list[dict], name: str, split: str, cfg: SweepConfig) -> str:
-    lines = [f"**{name}**, {split} slice ({cfg.n_queries} queries, {cfg.n_docs} documents); SAEs of "
-             f"{cfg.steps} steps x {cfg.batch_size} states from {cfg.max_tokens:,} token states; untrained SPLARE",
-             "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    title = (f"**{name}**, {split} slice ({cfg.n_queries} queries, {cfg.n_docs} documents); SAEs of "
+             f"{cfg.steps} steps x {cfg.batch_size} states from {cfg.max_tokens:,} token states; untrained SPLARE")
+    return title + "\n\n" + markdown_table(COLUMNS, [[row[c] for c in COLUMNS] for row in rows])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m splare_pyserini.sae_sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="scifact", help="BEIR folder or name")
-    parser.add_argument("--output", default="runs/sae-sweep")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--base", type=int, nargs=3, default=(4, 8192, 32), metavar=("LAYER", "D_SAE", "K"))
-    parser.add_argument("--layers", type=int, nargs="*", default=[])
-    parser.add_argument("--d-sae", type=int, nargs="*", default=[])
-    parser.add_argument("--k", type=int, nargs="*", default=[])
-    defaults = SweepConfig()
-    for name in ("steps", "batch_size", "max_tokens", "n_queries", "n_docs", "seed"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    args = parser.parse_args(argv)
-    if min(args.base) < 1:
-        raise InputError("--base LAYER D_SAE K must be positive")
-    cfg = SweepConfig(model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      max_tokens=args.max_tokens, n_queries=args.n_queries, n_docs=args.n_docs, seed=args.seed)
-    points = sweep_points(SweepPoint(*args.base), args.layers, args.d_sae, args.k)
-    run_sweep(args.dataset, args.output, points, cfg)
+    run_sweep(parse_config(SweepConfig, argv, "python -m splare_pyserini.sae_sweep", __doc__))
 
+
+cli = cli_main(main, resumable=True)
 
 if __name__ == "__main__":
-    cli_main(main)()
+    cli()

@@ -2,23 +2,23 @@
 
 The SAE is frozen by default (SPLARE); ``--train-sae`` trains it jointly (SAE-SPLADE's
 end-to-end variant); ``--sae vocab`` trains the vocabulary-SPLADE twin with the same recipe.
-Loss: InfoNCE over in-batch and BM25 hard negatives + FLOPS on documents and queries
-(separate weights, quadratic warm-up) + optional distillation from a dense teacher.
+Loss (:class:`SpladeLoss`): InfoNCE over in-batch and hard negatives + FLOPS on documents and
+queries (separate weights, quadratic warm-up) + optional distillation from a dense teacher.
 Only the transformer blocks up to the layer train (embeddings and projection frozen).
 
     python -m splare_pyserini.train --dataset scifact --mode in-domain --output models/splare-minilm-scifact
 
-``--mode in-domain`` uses ``qrels/train.tsv``; ``--mode zero-shot`` uses self-supervised pairs
-from the corpus only. The output folder is a checkpoint ``--model`` loads; rerunning the same
-command resumes from ``<output>/state``.
+reproduces the shipped default's recipe. ``--mode in-domain`` uses ``qrels/train.tsv``;
+``--mode zero-shot`` uses self-supervised pairs from the corpus only. Hard negatives come from BM25
+(``--negatives bm25``), a JSONL file of your own (``--negatives FILE``, one
+``{"query": <text>, "negatives": [<doc id>, ...]}`` per line) or nowhere (``--negatives none``).
+The output's ``checkpoint/`` is a model ``--model`` loads; rerunning the same command resumes
+from ``<output>/state``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import random
-import shutil
-import sys
+import functools
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,184 +26,164 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import __version__
-from .atomic import atomic_dir
-from .backbone import DEFAULT_MODEL
-from .checkpoint import save_checkpoint
-from .encoder import EncoderSettings, SaeSparseEncoder
-from .errors import InputError, cli_main
-from .losses import contrastive_loss, distillation_kl, flops, margin_mse, quadratic_warmup
-from .pairs import Pair, add_bm25_negatives, corpus_texts, joined, self_supervised_pairs, supervised_pairs
-from .vocab import VOCAB
+from .. import __version__
+from ..config import check_fields, option, parse_config, require
+from ..datasets import resolve_beir_folder
+from ..errors import InputError, cli_main
+from ..io import atomic_dir
+from ..model.artifacts import BASE_MODEL
+from ..model.encoder import SaeSparseEncoder
+from ..model.projection import VocabProjection
+from ..model.settings import DEFAULT_SAE, POOLINGS, VOCAB, EncoderSettings
+from .export import export_checkpoint
+from .losses import DISTILLATIONS, SpladeLoss
+from .negatives import (SOURCES, BM25Negatives, FileNegatives, InMemoryNegatives, NegativeSource, NoNegatives,
+                        attach_negatives, negative_source)
+from .pairs import MODES, Pair, PairSampler, corpus_texts, joined, training_pairs
+from .trainable import add_lora, freeze_all_but_blocks, merge_lora
+
+__all__ = ["TrainConfig", "Trainer", "train", "load_pairs", "warmup_then_linear_decay", "SpladeLoss",
+           "InMemoryNegatives", "FileNegatives", "NoNegatives", "BM25Negatives", "NegativeSource"]
+log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "scifact"
-    output: str = "models/splare-minilm"
-    mode: str = "in-domain"
-    model: str = DEFAULT_MODEL
-    sae: str | None = None
-    layer: int | None = None
-    steps: int = 200
-    batch_size: int = 16
-    lr: float = 5e-5
-    warmup_steps: int = 20
-    temperature: float = 1.0  # InfoNCE temperature on the dot products
-    lambda_d: float = 1e-3
-    lambda_q: float = 1e-3
-    flops_warmup: int = 100
-    query_max_length: int = 64
-    doc_max_length: int = 192
-    negatives_depth: int = 30
-    train_sae: bool = False
-    lora_rank: int = 0  # 0: full fine-tuning of the blocks; > 0: LoRA (peft) on their linear layers
-    lora_alpha: float = 32.0
-    distill: str | None = None  # "kl" or "margin-mse", teacher = dense all-MiniLM-L6-v2
-    distill_weight: float = 1.0
-    seed: int = 0
-    save_every: int = 50
-    fp16: bool = True
+    dataset: str = option("scifact", "BEIR folder, or a name (looked up in $SPLARE_BEIR_DIR, then the shipped sets)")
+    output: str = option("models/splare-minilm", "run folder: checkpoint/, state/ (resume) and cache/")
+    mode: str = option("in-domain", "in-domain: pairs of qrels/train.tsv; zero-shot: self-supervised pairs "
+                                    "from the corpus alone", choices=MODES)
+    model: str = option(BASE_MODEL, "backbone to fine-tune: HF model id, folder, or a SPLARE checkpoint")
+    sae: str = option(DEFAULT_SAE, "a shipped SAE name, sae-lens folder, or 'vocab' for the vocabulary twin (to "
+                                    "continue a checkpoint, name its SAE: <checkpoint>/sae or its shipped name)")
+    layer: int | None = option(None, "hidden_states index (1..num_layers); default: the layer the SAE records")
+    pooling: str | None = option(None, "pooling of token latents (default: a checkpoint's own, else max)",
+                                 choices=POOLINGS)
+    vocab_k: int | None = option(None, "terms per token of the vocabulary twin (default: a twin checkpoint's "
+                                       "own, else the shipped SAE's k)")
+    steps: int = option(200, "optimizer steps")
+    batch_size: int = option(16, "queries per step (each with its positive and one hard negative)")
+    lr: float = option(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    clip_norm: float = option(1.0, "gradient norm clipping")
+    warmup_steps: int = option(20, "linear learning-rate warm-up, then linear decay to 0 at --steps")
+    temperature: float = option(1.0, "InfoNCE temperature on the student's dot products")
+    lambda_d: float = option(1e-3, "FLOPS weight on documents")
+    lambda_q: float = option(1e-3, "FLOPS weight on queries")
+    flops_warmup: int = option(100, "steps of quadratic warm-up of both FLOPS weights")
+    query_max_length: int = option(64, "query tokens kept in training")
+    doc_max_length: int = option(192, "document tokens kept in training")
+    negatives: str = option("bm25", "hard negatives: bm25, none (random documents), or a JSONL file of "
+                                    "{\"query\": <text>, \"negatives\": [<doc id>, ...]}")
+    negatives_depth: int = option(30, "hard negatives kept per query (the first ones)")
+    train_sae: bool = option(False, "train the SAE jointly (saved into the checkpoint)")
+    lora_rank: int = option(0, "0: full fine-tuning of the blocks; > 0: LoRA (peft) on their linear layers")
+    lora_alpha: float = option(32.0, "LoRA alpha")
+    distill: str | None = option(None, "distill from a dense teacher", choices=DISTILLATIONS)
+    distill_weight: float = option(1.0, "weight of the distillation loss")
+    teacher: str = option(BASE_MODEL, "dense teacher for --distill (mean pooling, cosine)")
+    teacher_temperature: float = option(0.05, "the teacher's cosines are divided by this")
+    seed: int = option(0, "seed of pairs, sampling and initialization")
+    save_every: int = option(50, "steps between saved training states")
+    fp16: bool = option(True, "store the checkpoint's weights in fp16")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("steps", "batch_size", "query_max_length", "doc_max_length", "negatives_depth", "save_every"):
+            require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "flops_warmup", "lora_rank", "weight_decay", "lambda_d", "lambda_q",
+                     "distill_weight"):
+            require(getattr(self, name) >= 0, f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "clip_norm", "temperature", "teacher_temperature", "lora_alpha"):
+            require(getattr(self, name) > 0, f"{name}: must be > 0, got {getattr(self, name)}")
+        require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
+        require(self.vocab_k is None or (self.sae == VOCAB and self.vocab_k >= 1),
+                f"vocab_k: only for sae={VOCAB!r}, and >= 1 (got {self.vocab_k})")
+        require(not (self.train_sae and self.sae == VOCAB), "train_sae: the vocabulary twin has no SAE to train")
+        require(self.negatives in SOURCES or Path(self.negatives).is_file(),
+                f"negatives: {self.negatives!r} is not one of {', '.join(SOURCES)} nor a JSONL file")
+
+    def loss(self) -> SpladeLoss:
+        return SpladeLoss(self.temperature, self.lambda_q, self.lambda_d, self.flops_warmup, self.distill,
+                          self.distill_weight, self.teacher_temperature)
+
+    def encoder_settings(self) -> EncoderSettings:
+        return EncoderSettings(model=self.model, sae=self.sae, layer=self.layer, pooling=self.pooling,
+                               max_length=self.doc_max_length, query_max_length=self.query_max_length)
 
 
-def build_pairs(cfg: TrainConfig, cache: Path) -> tuple[list[Pair], dict[str, str]]:
-    if cfg.mode == "in-domain":
-        pairs = supervised_pairs(cfg.dataset, "train")
-    elif cfg.mode == "zero-shot":
-        pairs = self_supervised_pairs(cfg.dataset, seed=cfg.seed)
-    else:
-        raise InputError(f"--mode must be in-domain or zero-shot, got {cfg.mode!r}")
+def warmup_then_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: rises linearly to 1 over ``warmup_steps``, then falls linearly to 0
+    at ``total_steps``."""
+    warm = max(warmup_steps, 1)
+    return min((step + 1) / warm, max(0.0, (total_steps - step) / max(total_steps - warm, 1)))
+
+
+def load_pairs(cfg: TrainConfig, negatives: NegativeSource | None = None) -> tuple[list[Pair], dict[str, str]]:
+    """The training pairs with their hard negatives, and doc id -> text."""
+    folder = resolve_beir_folder(cfg.dataset)
+    corpus = corpus_texts(folder)
+    pairs = training_pairs(folder, cfg.mode, cfg.seed, corpus)
     if not pairs:
-        raise InputError(f"{cfg.dataset}: no training pairs for --mode {cfg.mode}")
-    from .data import resolve_beir_folder
-
-    add_bm25_negatives(pairs, cfg.dataset, cache, depth=cfg.negatives_depth)
-    docs = {doc_id: joined(*fields) for doc_id, fields in corpus_texts(resolve_beir_folder(cfg.dataset)).items()}
-    return pairs, docs
-
-
-def trainable_names(encoder: SaeSparseEncoder, train_sae: bool) -> list[str]:
-    """Unfreeze the transformer blocks (and the SAE if asked); return the backbone names saved."""
-    model = encoder.model
-    for param in model.parameters():
-        param.requires_grad_(False)
-    blocks = encoder.model.backbone.layers_name
-    names = []
-    for name, param in model.backbone.model.named_parameters():
-        if name.startswith(blocks + "."):
-            param.requires_grad_(True)
-            names.append(name)
-    if train_sae:
-        for param in model.sae.parameters():
-            param.requires_grad_(True)
-    return names
-
-
-def add_lora(encoder: SaeSparseEncoder, rank: int, alpha: float) -> None:
-    """Replace full fine-tuning of the blocks by LoRA adapters (peft) on their linear layers;
-    only the adapters (and the SAE, if it trains) keep ``requires_grad``."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    backbone = encoder.model.backbone.model
-    prefix = encoder.model.backbone.layers_name + "."
-    targets = [name for name, module in backbone.named_modules()
-               if name.startswith(prefix) and isinstance(module, torch.nn.Linear)]
-    for name, param in backbone.named_parameters():
-        param.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets), backbone)
-
-
-def merge_lora(encoder: SaeSparseEncoder) -> None:
-    """Fold the adapters into the base weights and unwrap them, so the checkpoint holds plain
-    block weights under their original names and loads like a fully fine-tuned one."""
-    from peft.tuners.lora import LoraLayer
-
-    backbone = encoder.model.backbone.model
-    for name, module in list(backbone.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(backbone.get_submodule(parent_name) if parent_name else backbone, child, module.base_layer)
+        raise InputError(f"{cfg.dataset}: no training pairs for mode {cfg.mode}")
+    source = negatives or negative_source(cfg.negatives, folder, Path(cfg.output) / "cache", cfg.negatives_depth)
+    attach_negatives(pairs, source, cfg.negatives_depth, corpus)
+    return pairs, {doc_id: joined(*fields) for doc_id, fields in corpus.items()}
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    """Pairs, model, optimizer and loss of one run; resumable from ``<output>/state``.
+
+    ``negatives`` replaces the source ``cfg.negatives`` names (e.g. an :class:`InMemoryNegatives`)."""
+
+    def __init__(self, cfg: TrainConfig, negatives: NegativeSource | None = None):
         self.cfg = cfg
         self.output = Path(cfg.output)
         torch.manual_seed(cfg.seed)
-        self.rng = random.Random(cfg.seed)
-        settings = EncoderSettings(model=cfg.model, sae=cfg.sae, layer=cfg.layer, max_length=cfg.doc_max_length)
-        self.encoder = SaeSparseEncoder(settings)
-        self.queries = self.encoder.with_options(max_length=cfg.query_max_length)
-        self.names = trainable_names(self.encoder, cfg.train_sae)
+        self.pairs, self.docs = load_pairs(cfg, negatives)
+        self.sampler = PairSampler(self.pairs, self.docs, cfg.batch_size, cfg.seed)
+        self.encoder = SaeSparseEncoder(cfg.encoder_settings())
+        model = self.encoder.model
+        if cfg.vocab_k is not None:
+            model.projection = VocabProjection(model.backbone.model.get_input_embeddings(), k=cfg.vocab_k)
+        self.names = freeze_all_but_blocks(model, cfg.train_sae)
         if cfg.lora_rank > 0:
-            add_lora(self.encoder, cfg.lora_rank, cfg.lora_alpha)
-        params = [p for p in self.encoder.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-        warm = max(cfg.warmup_steps, 1)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(cfg.steps - warm, 1))))
-        self.pairs, self.docs = build_pairs(cfg, self.output / "cache")
-        self.order: list[int] = []
-        self.step = 0
+            add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
+            warmup_then_linear_decay, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps))
+        self.loss = cfg.loss()
         self.teacher = None
         if cfg.distill:
-            from .dense import DenseEncoder
+            from ..model.dense import DenseEncoder
 
-            self.teacher = DenseEncoder(DEFAULT_MODEL)
+            self.teacher = DenseEncoder(cfg.teacher)
+        self.step = 0
         self.log: list[dict] = []
+        log.info("%d training pairs (%s mode), hard negatives: %s", len(self.pairs), cfg.mode,
+                 type(negatives).__name__ if negatives else cfg.negatives)
 
-    # --- data -------------------------------------------------------------------------
-    def next_batch(self) -> list[Pair]:
-        batch, seen = [], set()
-        while len(batch) < self.cfg.batch_size:
-            if not self.order:
-                self.order = list(range(len(self.pairs)))
-                self.rng.shuffle(self.order)
-            pair = self.pairs[self.order.pop()]
-            if pair.positive_id in seen:  # a duplicate positive would be a false in-batch negative
-                continue
-            seen.add(pair.positive_id)
-            batch.append(pair)
-        return batch
+    def teacher_scores(self, queries: list[str], documents: list[str]) -> torch.Tensor | None:
+        """The teacher's (B, 2B) cosine similarities, or None without distillation."""
+        if self.teacher is None:
+            return None
+        return self.teacher.encode(queries) @ self.teacher.encode(documents).T
 
-    def negative_for(self, pair: Pair) -> str:
-        pool = pair.negatives[: self.cfg.negatives_depth] or sorted(self.docs)
-        return self.docs[self.rng.choice(pool)]
-
-    # --- one step -------------------------------------------------------------------------
     def train_step(self) -> dict:
-        cfg = self.cfg
-        batch = self.next_batch()
-        queries = [p.query for p in batch]
-        documents = [p.positive_text for p in batch] + [self.negative_for(p) for p in batch]
+        batch = self.sampler.next_batch()
         model = self.encoder.model.train()
-        q = model(**self.queries.tokenize(queries))
-        d = model(**self.encoder.tokenize(documents))
-        rank = contrastive_loss(q, d, cfg.temperature)
-        lq = quadratic_warmup(self.step, cfg.flops_warmup, cfg.lambda_q)
-        ld = quadratic_warmup(self.step, cfg.flops_warmup, cfg.lambda_d)
-        loss = rank + lq * flops(q) + ld * flops(d)
-        extra = {}
-        if self.teacher is not None:
-            teacher = self.teacher.encode(queries) @ self.teacher.encode(documents).T / 0.05
-            student = q @ d.T / cfg.temperature
-            if cfg.distill == "kl":
-                distill = distillation_kl(student, teacher)
-            else:
-                n = len(batch)
-                idx = torch.arange(n)
-                distill = margin_mse(torch.stack([student[idx, idx], student[idx, idx + n]], 1),
-                                     torch.stack([teacher[idx, idx], teacher[idx, idx + n]], 1))
-            loss = loss + cfg.distill_weight * distill
-            extra["distill"] = round(distill.item(), 4)
+        q = model(**self.encoder.tokenize(batch.queries, query=True))
+        d = model(**self.encoder.tokenize(batch.documents))
+        loss, parts = self.loss(q, d, self.step, self.teacher_scores(batch.queries, batch.documents))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return {"step": self.step, "loss": round(loss.item(), 4), "rank": round(rank.item(), 4), **extra,
+        extra = {"distill": round(parts["distill"].item(), 4)} if "distill" in parts else {}
+        return {"step": self.step, "loss": round(loss.item(), 4), "rank": round(parts["rank"].item(), 4), **extra,
                 "nnz_q": round(float((q > 0).sum(1).float().mean()), 1),
                 "nnz_d": round(float((d > 0).sum(1).float().mean()), 1)}
 
@@ -212,8 +192,8 @@ class Trainer:
         model = self.encoder.model
         return {"trainable": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "step": self.step, "order": self.order, "rng": self.rng.getstate(),
-                "torch_rng": torch.get_rng_state(), "log": self.log, "config": asdict(self.cfg)}
+                "step": self.step, "sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "log": self.log, "config": asdict(self.cfg)}
 
     def save_state(self) -> None:
         with atomic_dir(self.output / "state") as tmp:
@@ -224,17 +204,18 @@ class Trainer:
         if not path.is_file():
             return False
         state = torch.load(path, weights_only=False)
-        if state["config"] != asdict(self.cfg):
-            raise InputError(f"{path}: saved by a run with other settings; use a new --output")
+        if state.get("config") != asdict(self.cfg):
+            raise InputError(f"{path}: saved by a run with other settings; use a new output folder")
         params = dict(self.encoder.model.named_parameters())
         with torch.no_grad():
             for name, value in state["trainable"].items():
                 params[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.order, self.log = state["step"], state["order"], state["log"]
-        self.rng.setstate(state["rng"])
+        self.step, self.log = state["step"], state["log"]
+        self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
+        log.info("resuming %s at step %d", self.output, self.step)
         return True
 
     # --- run ------------------------------------------------------------------------------
@@ -249,72 +230,33 @@ class Trainer:
                 bar.update(1)
                 if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
                     self.save_state()
-        seconds = time.time() - started
-        return self.export(seconds, resumed)
+        return self.export(time.time() - started, resumed)
 
-    @torch.no_grad()
-    def export(self, seconds: float, resumed: bool) -> Path:
-        from .train_sae import calibrate_quant_scale
-        from .activations import collect_activations
-
+    def export(self, seconds: float = 0.0, resumed: bool = False) -> Path:
+        """Write ``<output>/checkpoint`` (LoRA adapters merged first)."""
         if self.cfg.lora_rank > 0:
-            merge_lora(self.encoder)
-        model = self.encoder.model.eval()
-        settings = self.encoder.settings
-        sample = [self.docs[d] for d in sorted(self.docs)[:200]]
-        acts = collect_activations(self.encoder, sample, max_tokens=20_000)
-        scale = calibrate_quant_scale(model.sae, acts)
-        projection = VOCAB if settings.sae == VOCAB else "sae"
-        info = {"format": "splare-checkpoint/1", "base_model": self._base_model(), "layer": settings.layer,
-                "projection": projection, "quant_scale": scale, "pooling": settings.pooling,
-                **({"vocab_k": model.sae.k} if projection == VOCAB else {}),
-                "splare_pyserini_version": __version__, "training": asdict(self.cfg),
-                "pairs": len(self.pairs), "train_seconds_this_run": round(seconds, 1), "resumed": resumed,
-                "final": self.log[-1] if self.log else None}
-        final = self.output / "checkpoint"
-        with atomic_dir(final) as tmp:
-            save_checkpoint(tmp, model.backbone.model, info, self.names, self.cfg.fp16)
-            if projection == "sae":
-                if self.cfg.train_sae:
-                    sae = model.sae.to(torch.float16) if self.cfg.fp16 else model.sae
-                    sae.save_model(tmp / "sae")
-                    model.sae.float()
-                elif Path(settings.sae).is_dir():
-                    shutil.copytree(settings.sae, tmp / "sae")
-                else:  # a sae-lens release: store the frozen SAE in sae-lens's format
-                    model.sae.save_model(tmp / "sae")
-            (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.log))
-        return final
-
-    def _base_model(self) -> str:
-        from .checkpoint import read_checkpoint
-
-        ckpt = read_checkpoint(self.cfg.model)
-        return ckpt.base_model if ckpt else self.cfg.model
+            merge_lora(self.encoder.model)
+        ckpt = self.encoder.checkpoint
+        provenance = {"splare_pyserini_version": __version__, "training": asdict(self.cfg), "pairs": len(self.pairs),
+                      "train_seconds_this_run": round(seconds, 1), "resumed": resumed,
+                      "final": self.log[-1] if self.log else None}
+        return export_checkpoint(self.output / "checkpoint", self.encoder, self.names,
+                                 ckpt.base_model if ckpt else self.cfg.model,
+                                 [self.docs[d] for d in sorted(self.docs)], sae_trained=self.cfg.train_sae,
+                                 fp16=self.cfg.fp16, provenance=provenance, log_records=self.log)
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train and export; returns the checkpoint folder (``<output>/checkpoint``)."""
-    return Trainer(cfg).fit()
+def train(cfg: TrainConfig, negatives: NegativeSource | None = None) -> Path:
+    """Train (or resume) and export; returns the checkpoint folder (``<output>/checkpoint``)."""
+    return Trainer(cfg, negatives).fit()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m splare_pyserini.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = TrainConfig()
-    for name, value in asdict(defaults).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
-        else:
-            kind = type(value) if value is not None else str
-            if name == "layer":
-                kind = int
-            parser.add_argument(flag, type=kind, default=value)
-    args = parser.parse_args(argv)
-    checkpoint = train(TrainConfig(**vars(args)))
-    print(f"checkpoint: {checkpoint} (load with --model {checkpoint})", file=sys.stderr)
+    checkpoint = train(parse_config(TrainConfig, argv, "python -m splare_pyserini.train", __doc__))
+    log.info("checkpoint: %s (load with --model %s)", checkpoint, checkpoint)
 
+
+cli = cli_main(main, resumable=True)
 
 if __name__ == "__main__":
-    cli_main(main)()
+    cli()

@@ -1,0 +1,74 @@
+"""A trained encoder -> a checkpoint folder, through the checkpoint module's only writer.
+
+Everything the reader honours is written from the model itself: layer, pooling, the twin's k, a
+quantization scale calibrated on the trained weights, and the SAE: a frozen *shipped* SAE is
+referenced by name (the checkpoint does not store it twice), any other frozen SAE is saved in
+``sae/`` in the dtype it came in, and a trained one in fp16 unless ``fp16=False``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..io import atomic_dir
+from ..model.artifacts import resolve_path, shipped
+from ..model.checkpoint import Checkpoint, write_checkpoint
+from ..model.encoder import SaeSparseEncoder
+from ..model.projection import DEFAULT_VOCAB_K
+from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
+from ..model.settings import VOCAB
+from .activations import collect_activations
+
+TRAINING_LOG = "training_log.jsonl"
+
+
+def shipped_sae_reference(encoder: SaeSparseEncoder, sae_trained: bool) -> str | None:
+    """The name of the encoder's SAE if it is a shipped one that training left unchanged."""
+    spec = encoder.settings.sae
+    if sae_trained or spec in (None, VOCAB) or shipped(spec) is None:
+        return None
+    return spec
+
+
+def stored_dtype(spec: str) -> torch.dtype:
+    """The dtype of a saved SAE's weights (float32 for anything else): a frozen SAE is stored as it
+    came, so the checkpoint computes exactly what training saw."""
+    cfg = Path(resolve_path(spec)) / "cfg.json"
+    if cfg.is_file():
+        name = json.loads(cfg.read_text(encoding="utf-8")).get("dtype", "float32")
+        if name in ("float16", "bfloat16", "float32"):
+            return getattr(torch, name)
+    return torch.float32
+
+
+@torch.no_grad()
+def export_checkpoint(folder: str | Path, encoder: SaeSparseEncoder, names: list[str], base_model: str,
+                      calibration_texts: Sequence[str], *, sae_trained: bool = False, fp16: bool = True,
+                      provenance: dict | None = None, log_records: Sequence[dict] = ()) -> Path:
+    """Write ``folder`` atomically: ``splare.json``, the ``names`` backbone parameters, the SAE (or a
+    reference to a shipped one) and ``training_log.jsonl``. Returns ``folder``."""
+    folder = Path(folder)
+    model = encoder.model.eval()
+    settings = encoder.settings
+    texts = list(calibration_texts)[:CALIBRATION_TEXTS]
+    acts = collect_activations(encoder.batcher, model.backbone, texts, settings.max_length,
+                               max_tokens=CALIBRATION_TOKENS)
+    projection = VOCAB if settings.sae == VOCAB else "sae"
+    reference = shipped_sae_reference(encoder, sae_trained)
+    checkpoint = Checkpoint(folder, base_model, int(settings.layer), projection,
+                            calibrate_quant_scale(model.projection, acts), settings.pooling,
+                            getattr(model.projection, "k", DEFAULT_VOCAB_K) if projection == VOCAB else DEFAULT_VOCAB_K,
+                            reference, dict(provenance or {}))
+    sae = None
+    if projection == "sae" and reference is None:
+        dtype = (torch.float16 if fp16 else torch.float32) if sae_trained else stored_dtype(settings.sae)
+        sae = copy.deepcopy(model.projection).to(dtype)
+    with atomic_dir(folder) as tmp:
+        write_checkpoint(tmp, replace(checkpoint, path=tmp), model.backbone.model, names, fp16, sae=sae)
+        (tmp / TRAINING_LOG).write_text("".join(json.dumps(r) + "\n" for r in log_records), encoding="utf-8")
+    return folder

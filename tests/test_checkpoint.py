@@ -1,0 +1,74 @@
+"""The checkpoint writer is the inverse of the reader: every field written is read back, and an
+exported encoder loads back as the same encoder."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from helpers import build_tiny_sae
+from splare_pyserini.model import artifacts
+from splare_pyserini.model.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from splare_pyserini.model.encoder import SaeSparseEncoder
+from splare_pyserini.training.export import export_checkpoint, shipped_sae_reference
+
+TEXTS = ["protein folding in yeast cells", "malaria vaccine trial in children", "gut microbiome and diet"]
+
+
+@pytest.fixture
+def shipped_tiny_sae(tmp_path, monkeypatch, tiny_model):
+    """The tiny SAE as if it were shipped with the package, under the name ``tiny-shipped-sae``."""
+    root = tmp_path / "shipped"
+    build_tiny_sae(root / "tiny-shipped-sae", model_name=str(tiny_model))
+    monkeypatch.setattr(artifacts, "SHIPPED_MODELS", root)
+    return "tiny-shipped-sae"
+
+
+def write_and_read(folder, checkpoint: Checkpoint, tiny_encoder) -> Checkpoint:
+    write_checkpoint(folder, checkpoint, tiny_encoder.model.backbone.model, ["encoder.layer.0.output.dense.bias"],
+                     fp16=False)
+    return read_checkpoint(str(folder))
+
+
+def test_every_field_round_trips(tmp_path, tiny_model, tiny_encoder):
+    twin = Checkpoint(tmp_path / "twin", str(tiny_model), 2, "vocab", 12.5, "sum", 7, None, {"pairs": 3})
+    back = write_and_read(tmp_path / "twin", twin, tiny_encoder)
+    assert back == twin and back.provenance["pairs"] == 3
+    loaded = SaeSparseEncoder(str(tmp_path / "twin"))  # a twin with another k loads with that k
+    assert loaded.model.projection.k == 7 and loaded.settings.pooling == "sum" and loaded.settings.quant_scale == 12.5
+
+
+def test_a_shipped_sae_reference_round_trips(tmp_path, tiny_model, tiny_encoder, shipped_tiny_sae):
+    ref = Checkpoint(tmp_path / "ref", str(tiny_model), 2, "sae", 3.0, "max", sae=shipped_tiny_sae)
+    back = write_and_read(tmp_path / "ref", ref, tiny_encoder)
+    assert back == ref and not (tmp_path / "ref" / "sae").exists()
+    assert back.projection_spec == shipped_tiny_sae
+    assert SaeSparseEncoder(str(tmp_path / "ref")).settings.sae == shipped_tiny_sae
+
+
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+def test_an_exported_encoder_loads_back_identical(tmp_path, tiny_model, tiny_sae, tiny_encoder, pooling):
+    encoder = SaeSparseEncoder(str(tiny_model), sae=str(tiny_sae), pooling=pooling, max_length=64)
+    names = [n for n in encoder.model.backbone.model.state_dict() if n.startswith("encoder.layer.")]
+    folder = export_checkpoint(tmp_path / "ckpt", encoder, names, str(tiny_model), TEXTS, fp16=False,
+                               provenance={"note": "untrained"})
+    ckpt = read_checkpoint(str(folder))
+    assert (ckpt.base_model, ckpt.layer, ckpt.projection, ckpt.pooling, ckpt.sae) == (
+        str(tiny_model), 2, "sae", pooling, None)
+    assert ckpt.quant_scale > 0 and ckpt.provenance["note"] == "untrained"
+    loaded = SaeSparseEncoder(str(folder), max_length=64)
+    assert loaded.settings.quant_scale == ckpt.quant_scale
+    torch.testing.assert_close(loaded.model.projection.W_enc, encoder.model.projection.W_enc, rtol=0, atol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.pooled_weights(TEXTS), encoder.pooled_weights(TEXTS), rtol=0, atol=0)
+
+
+def test_export_references_a_frozen_shipped_sae_but_stores_a_trained_one(tmp_path, tiny_model, shipped_tiny_sae):
+    encoder = SaeSparseEncoder(str(tiny_model), sae=shipped_tiny_sae)
+    assert shipped_sae_reference(encoder, sae_trained=False) == shipped_tiny_sae
+    assert shipped_sae_reference(encoder, sae_trained=True) is None
+    frozen = export_checkpoint(tmp_path / "frozen", encoder, [], str(tiny_model), TEXTS)
+    assert read_checkpoint(str(frozen)).sae == shipped_tiny_sae and not (frozen / "sae").exists()
+    trained = export_checkpoint(tmp_path / "trained", encoder, [], str(tiny_model), TEXTS, sae_trained=True)
+    assert read_checkpoint(str(trained)).sae is None and (trained / "sae" / "cfg.json").is_file()
+    assert SaeSparseEncoder(str(trained)).model.projection.W_enc.dtype == torch.float32  # loads (fp16 on disk)
+    assert replace(read_checkpoint(str(trained)), path=frozen, sae=shipped_tiny_sae) == read_checkpoint(str(frozen))
