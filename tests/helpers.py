@@ -55,3 +55,32 @@ def write_jsonl(path: Path, rows: list) -> Path:
         for row in rows:
             out.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
     return path
+
+
+TOPICS = ["protein folding", "yeast genetics", "cancer immunotherapy", "gut microbiome", "malaria vaccine",
+          "stem cells", "insulin resistance", "antibiotic resistance", "sleep deprivation", "gene editing"]
+
+
+def build_tiny_beir(root: Path, topics: list[str] = TOPICS, prefix: str = "") -> Path:
+    """A BEIR folder with a train split: three documents per topic, one judged query per topic."""
+    docs, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
+    for i, topic in enumerate(topics):
+        for j in range(3):
+            docs.append({"_id": f"{prefix}d{i}-{j}", "title": f"Study {j} of {topic}",
+                         "text": f"We examine {topic} in cohort {j}. The {topic} results were significant. "
+                                 f"Further work on {topic} is needed in sample {j}."})
+        queries.append({"_id": f"{prefix}q{i}", "text": f"what is known about {topic}"})
+        qrels.append(f"{prefix}q{i}\t{prefix}d{i}-0\t1")
+    root.mkdir(parents=True, exist_ok=True)
+    write_jsonl(root / "corpus.jsonl", docs)
+    write_jsonl(root / "queries.jsonl", queries)
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / "train.tsv").write_text("\n".join(qrels) + "\n")
+    return root
+
+
+def fail_if_called(what: str):
+    """A stand-in for something a test says must not run (e.g. loading a model before validation)."""
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{what} was called")
+    return fail

@@ -1,29 +1,132 @@
 """The benchmark: every system through the same run/eval code, cached, with ratios and target checks."""
 import json
+import shutil
+from dataclasses import fields, replace
 
 import pytest
 
 from helpers import make_beir_slice
 from splare_pyserini import bench
+from splare_pyserini.bench import report, systems
+from splare_pyserini.config import parse_config
+from splare_pyserini.errors import InputError
+from splare_pyserini.model.artifacts import BASE_MODEL
+from splare_pyserini.model.checkpoint import read_checkpoint
+from splare_pyserini.model.settings import DEFAULT_MODEL, VOCAB
 
 FIELDS = ("nDCG@10", "R@100", "MRR@10", "index MB", "latency p50 ms", "latency p95 ms",
           "on-the-fly p50 ms", "on-the-fly p95 ms")
+SET = "scifact-small"
+N_QUERIES = 12
+
+
+def fail_if_called(*_args, **_kwargs):
+    raise AssertionError("a cached system ran again")
 
 
 @pytest.fixture(scope="module")
 def small_bench(tmp_path_factory):
-    folder = make_beir_slice(tmp_path_factory.mktemp("beir") / "scifact-small", n_queries=20, n_docs=120)
-    out = tmp_path_factory.mktemp("bench")
-    cfg = bench.BenchConfig(cost_docs=16, cost_repeats=1, latency_queries=10, max_length=128,
-                            pruned_topk=48, pruned_query_topk=8)
-    report = bench.run_bench([folder], out, cfg=cfg)
-    return folder, out, cfg, report
+    folder = make_beir_slice(tmp_path_factory.mktemp("beir") / SET, n_queries=N_QUERIES, n_docs=80)
+    cfg = bench.BenchConfig(datasets=(folder,), output=tmp_path_factory.mktemp("bench"), cost_docs=8,
+                            cost_repeats=1, latency_queries=5, max_length=128, pruned_topk=48, pruned_query_topk=8)
+    return cfg, bench.run_bench(cfg)
 
 
+# ---------------------------------------------------------------- without the JVM
+
+def test_the_registry_is_one_record_per_system():
+    assert systems.SYSTEM_NAMES == ("bm25", "splare", "splare-pruned", "vocab", "dense")
+    config_fields = {f.name for f in fields(bench.BenchConfig)}
+    for name, system in systems.REGISTRY.items():
+        assert system.name == name and set(system.key_fields) <= config_fields, name
+    assert len({s.marker for s in systems.REGISTRY.values()}) == len(systems.REGISTRY)
+    # only the settings a system uses key its row
+    assert "vocab_layer" in systems.REGISTRY["vocab"].key_fields
+    assert "vocab_layer" not in systems.REGISTRY["splare"].key_fields
+    assert "pruned_topk" not in systems.REGISTRY["splare"].key_fields
+    assert "max_length" not in systems.REGISTRY["bm25"].key_fields
+
+
+def test_cli_flags_build_the_config_and_quick_mode_resolves_there():
+    cfg = parse_config(bench.BenchConfig, ["--quick", "--systems", "bm25", "vocab", "--max-length", "64",
+                                           "--query-max-length", "32", "--vocab-layer", "3", "--batch-size", "8",
+                                           "--hits", "50", "--datasets", "scifact"], "bench")
+    assert (cfg.systems, cfg.datasets) == (("bm25", "vocab"), ("scifact",))
+    assert (cfg.max_length, cfg.query_max_length) == (64, 32)
+    assert (cfg.run.batch_size, cfg.run.hits, cfg.cost_docs) == (8, 50, None)
+    quick = cfg.resolved()
+    assert (quick.cost_docs, quick.cost_repeats, quick.vocab_layer) == (48, 1, 3)
+    assert quick.resolved() == quick
+    full = replace(cfg, quick=False, cost_docs=None, vocab_layer=None).resolved()
+    assert (full.cost_docs, full.cost_repeats) == (256, 2)
+    assert replace(cfg, cost_docs=7).resolved().cost_docs == 7  # an explicit value wins over quick mode
+
+
+def test_untrained_twin_defaults_to_the_shipped_models_layer():
+    cfg = bench.BenchConfig().resolved()
+    assert cfg.vocab_layer == read_checkpoint(DEFAULT_MODEL).layer == 6
+    twin = systems.vocab_settings(cfg)
+    assert (twin.model, twin.sae, twin.layer) == (BASE_MODEL, VOCAB, 6)
+    trained = systems.vocab_settings(replace(cfg, vocab_model="models/twin"))
+    assert (trained.model, trained.layer) == ("models/twin", None)  # a trained twin keeps its own layer
+    assert systems.REGISTRY["vocab"].label_for(cfg) == "vocab-SPLADE (untrained)"
+
+
+def test_unknown_system_is_refused():
+    with pytest.raises(InputError, match="unknown"):
+        bench.BenchConfig(systems=("bm42",))
+    with pytest.raises(InputError, match="unknown"):
+        bench.main(["--systems", "bm42"])
+
+
+def test_a_target_holds_exactly_when_its_ratio_is_within_the_limit():
+    rows = {"splare": {"label": "SPLARE", "encode / backbone": 1.15, "latency p50 ms / BM25": 2.5,
+                       "index MB / BM25": 0.4},
+            "splare-pruned": {"label": "pruned", "encode / backbone": 1.2}}
+    checks = report.check_targets({"s": rows})
+    assert [(c["system"], c["field"], c["holds"]) for c in checks] == [
+        ("splare", "encode / backbone", True), ("splare", "latency p50 ms / BM25", False),
+        ("splare", "index MB / BM25", True), ("splare-pruned", "encode / backbone", False)]
+    assert checks[1]["target"] == "s: SPLARE query latency (p50, pre-encoded) <= 2.0x BM25"
+    assert checks[3]["measured"] == "1.200x"
+
+
+def test_retrained_weights_invalidate_the_cached_row(tmp_path):
+    """The key holds the checkpoint's content hash, so a default retrained in place (same
+    --splare-model) is measured again instead of reusing the old model's row."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "splare.json").write_text('{"layer": 4}')
+    cfg = bench.BenchConfig(splare_model=str(ckpt)).resolved()
+    splare, pruned = systems.REGISTRY["splare"], systems.REGISTRY["splare-pruned"]
+    before = bench.cache_key(splare, cfg, 10, 2)
+    assert before["weights"] and before["weights"] == bench.cache_key(pruned, cfg, 10, 2)["weights"]
+    assert bench.cache_key(splare, cfg, 10, 2) == before
+    (ckpt / "splare.json").write_text('{"layer": 6, "retrained": true}')
+    assert bench.cache_key(splare, cfg, 10, 2)["weights"] not in (None, before["weights"])
+    assert bench.cache_key(systems.REGISTRY["bm25"], cfg, 10, 2)["weights"] is None
+    assert bench.cache_key(splare, bench.BenchConfig().resolved(), 10, 2)["weights"]  # the shipped default too
+
+
+def test_a_system_folder_is_emptied_when_its_key_changes(tmp_path):
+    """Vectors of other settings would be refused by the encoder; the same key resumes a killed run."""
+    folder = tmp_path / "splare"
+    bench.fresh_folder(folder, {"k": 1}, force=False)
+    (folder / "vectors").mkdir()
+    assert (bench.fresh_folder(folder, {"k": 1}, force=False) / "vectors").is_dir()
+    assert not (bench.fresh_folder(folder, {"k": 2}, force=False) / "vectors").exists()
+    (folder / "vectors").mkdir()
+    assert not (bench.fresh_folder(folder, {"k": 2}, force=True) / "vectors").exists()
+    assert json.loads((folder / "key.json").read_text()) == {"k": 2}
+
+
+# ---------------------------------------------------------------- end to end (Anserini, real models)
+
+@pytest.mark.integration
 def test_every_system_is_measured_with_ratios_to_bm25(small_bench):
-    _, out, _, report = small_bench
-    rows = report["results"]["scifact-small"]
-    assert list(rows) == list(bench.SYSTEMS)
+    cfg, result = small_bench
+    rows = result["results"][SET]
+    assert list(rows) == list(systems.SYSTEM_NAMES)
     for system, row in rows.items():
         for field in FIELDS:
             assert row[field] > 0, (system, field)
@@ -37,74 +140,68 @@ def test_every_system_is_measured_with_ratios_to_bm25(small_bench):
         assert rows[system]["encode / backbone"] > 0 and rows[system]["encode docs/s"] > 0
     # real retrieval on real SciFact text: every system finds the relevant abstracts
     assert rows["bm25"]["nDCG@10"] > 0.8 and rows["splare"]["nDCG@10"] > 0.7 and rows["dense"]["nDCG@10"] > 0.7
-    saved = json.loads((out / "bench.json").read_text())
-    assert saved["results"] == json.loads(json.dumps(report["results"]))
-    assert len(saved["targets"]) == 6 and {t["holds"] for t in saved["targets"]} <= {True, False}
+    saved = json.loads((cfg.output_path / "bench.json").read_text())
+    assert saved["results"] == json.loads(json.dumps(result["results"]))
+    assert len(saved["targets"]) == 6
+    for target in saved["targets"]:  # each verdict is the measured figure against its limit
+        assert target["value"] == rows[target["system"]][target["field"]]
+        assert target["holds"] == (target["value"] <= target["limit"])
+        assert target["limit"] in (report.TARGET_ENCODE_RATIO, report.TARGET_LATENCY_RATIO, report.TARGET_INDEX_RATIO)
 
 
+@pytest.mark.integration
 def test_runs_are_trec_files_scored_by_the_shared_eval(small_bench):
-    _, out, _, _ = small_bench
-    for system in bench.SYSTEMS:
-        lines = (out / "scifact-small" / system / "run.trec").read_text().splitlines()
+    cfg, _ = small_bench
+    for system in systems.SYSTEM_NAMES:
+        lines = (cfg.output_path / SET / system / "run.trec").read_text().splitlines()
         qid, q0, _doc, rank, score, _tag = lines[0].split(" ")
         assert q0 == "Q0" and rank == "1" and float(score) > 0
-        assert len({line.split(" ")[0] for line in lines}) == 20
+        assert len({line.split(" ")[0] for line in lines}) == N_QUERIES
 
 
+@pytest.mark.integration
 def test_markdown_and_plot_are_written(small_bench):
-    _, out, _, _ = small_bench
-    table = (out / "bench.md").read_text()
+    cfg, _ = small_bench
+    table = (cfg.output_path / "bench.md").read_text()
     assert "| system | nDCG@10 | R@100 | MRR@10 |" in table and "vocab-SPLADE (untrained)" in table
     assert "dense MiniLM" in table and "x)" in table  # ratios to BM25 in parentheses
-    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "SPLARE, top-48 doc / top-8 query latents" in table
+    assert (cfg.output_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(cfg.output_path.glob(".*.tmp-*"))
 
 
-def test_rerun_uses_the_cache(small_bench, monkeypatch, capsys):
-    folder, out, cfg, report = small_bench
-
-    def boom(*_args, **_kwargs):
-        raise AssertionError("a cached system ran again")
-    for name in ("run_bm25", "run_sparse", "run_dense"):
-        monkeypatch.setattr(bench, name, boom)
-    again = bench.run_bench([folder], out, cfg=cfg)
-    assert again["results"] == report["results"]
+@pytest.mark.integration
+def test_rerun_uses_the_cache_and_a_setting_reruns_only_its_system(small_bench, monkeypatch, capsys, tmp_path):
+    cfg, result = small_bench
+    for name in systems.SYSTEM_NAMES:  # only the cached rows, in a fresh output folder
+        (tmp_path / SET / name).mkdir(parents=True)
+        shutil.copy(cfg.output_path / SET / name / "result.json", tmp_path / SET / name / "result.json")
+    cfg = replace(cfg, output=tmp_path)
+    for name, system in systems.REGISTRY.items():
+        monkeypatch.setitem(systems.REGISTRY, name, replace(system, run=fail_if_called))
+    again = bench.run_bench(cfg)
+    assert again["results"] == result["results"]
     printed = capsys.readouterr().out
     assert printed.count("HOLDS: ") + printed.count("MISSED: ") == 6
 
-    # a setting of one system invalidates that system's row only
-    from dataclasses import replace
     ran = []
 
-    def fake_sparse(system, *_args, **_kwargs):
-        ran.append(system)
-        return {**report["results"]["scifact-small"][system]}
-    monkeypatch.setattr(bench, "run_sparse", fake_sparse)
-    settings = type("Settings", (), {"model": "m"})()
-    monkeypatch.setattr(bench, "make_encoder", lambda system, cfg: type("Encoder", (), {"settings": settings})())
-    bench.run_bench([folder], out, cfg=replace(cfg, vocab_layer=1, pruned_topk=32))
+    def record(name):
+        def run(*_args):
+            ran.append(name)
+            return dict(result["results"][SET][name])
+        return run
+    for name, system in systems.REGISTRY.items():
+        monkeypatch.setitem(systems.REGISTRY, name, replace(system, run=record(name)))
+    bench.run_bench(replace(cfg, vocab_layer=1, pruned_topk=32))
     assert ran == ["splare-pruned", "vocab"]
 
 
-def test_quick_cli_on_a_slice_and_unknown_system(tmp_path, capsys):
+@pytest.mark.integration
+def test_quick_cli_on_a_slice(tmp_path):
     bench.main(["--quick", "--systems", "bm25", "--output", str(tmp_path), "--datasets", "scifact"])
     table = (tmp_path / "bench.md").read_text()
     assert "scifact (quick slice)" in table and "| BM25 |" in table
     assert len((tmp_path / "slices" / "scifact" / "queries.jsonl").read_text().splitlines()) == 30
-    from splare_pyserini.errors import InputError
-    with pytest.raises(InputError, match="unknown"):
-        bench.run_bench(["scifact"], tmp_path, systems=["bm42"])
-
-
-def test_retrained_weights_invalidate_the_cached_row(tmp_path):
-    """The cache key holds a hash of the checkpoint's splare.json, so a default retrained in place
-    (same --splare-model, None) is measured again instead of reusing the old model's row."""
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "splare.json").write_text('{"layer": 4}')
-    cfg = bench.BenchConfig(splare_model=str(ckpt))
-    before = bench.weights_fingerprint(cfg, "splare")
-    assert before and before == bench.weights_fingerprint(cfg, "splare-pruned")
-    (ckpt / "splare.json").write_text('{"layer": 6}')
-    assert bench.weights_fingerprint(cfg, "splare") not in (None, before)
-    assert bench.weights_fingerprint(cfg, "bm25") is None
-    assert bench.weights_fingerprint(bench.BenchConfig(), "splare")  # the shipped default has one too
+    recorded = json.loads((tmp_path / "bench.json").read_text())["config"]
+    assert (recorded["cost_docs"], recorded["cost_repeats"], recorded["quick"]) == (48, 1, True)

@@ -3,15 +3,9 @@ import json
 
 import pytest
 
-from helpers import make_beir_slice
+from helpers import make_beir_slice, fail_if_called
 from splare_pyserini.config import parse_config
 from splare_pyserini.sae_sweep import SweepConfig, SweepPoint, run_sweep, sweep_points
-
-
-def fail_if_called(what: str):
-    def fail(*args, **kwargs):
-        raise AssertionError(f"{what} was called")
-    return fail
 
 
 def test_points_vary_one_factor_at_a_time():

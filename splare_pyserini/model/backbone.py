@@ -71,14 +71,16 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else "corrupt or unreadable file"
 
 
-def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """Load (tokenizer, LayerBackbone); decoders get a pad token if they lack one."""
-    from transformers import AutoModel, AutoTokenizer
+def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                  masked_lm: bool = False):
+    """Load (tokenizer, LayerBackbone); decoders get a pad token if they lack one. ``masked_lm`` loads the
+    model with its MLM head (``AutoModelForMaskedLM``), for SPLADE models whose vocabulary is that head's."""
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     path = resolve_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, dtype=dtype)
+        model = (AutoModelForMaskedLM if masked_lm else AutoModel).from_pretrained(path, dtype=dtype)
     except OSError as err:  # missing files, unknown hub id, no network
         hint = "" if os.environ.get("HF_HUB_OFFLINE") != "1" else " (HF_HUB_OFFLINE=1 is set)"
         raise ArtifactError(f"cannot load model {name_or_path!r}{hint}: {_first_line(err)}") from err

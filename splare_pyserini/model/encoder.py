@@ -14,13 +14,13 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import ArtifactError
-from .artifacts import content_hash
+from .artifacts import content_hash, resolve_path
 from .backbone import TextBatcher, length_sorted_batches, load_backbone
 from .checkpoint import Checkpoint, apply_checkpoint, read_checkpoint
-from .projection import (DEFAULT_VOCAB_K, VocabProjection, check_model_config, check_same_model, load_sae, recorded_layer,
-                         recorded_model)
+from .projection import (DEFAULT_VOCAB_K, VocabProjection, check_model_config, check_same_model, load_sae,
+                         mlm_head, recorded_layer, recorded_model)
 from .quantize import DEFAULT_QUANT_SCALE, quantize
-from .settings import DEFAULT_SAE, VOCAB, EncoderSettings
+from .settings import DEFAULT_SAE, MLM, VOCAB, VOCABULARY_PROJECTIONS, EncoderSettings
 from .sparse import SparseLatentModel
 
 Progress = Callable[[int], None]
@@ -40,6 +40,15 @@ class LoadedModel:
     checkpoint: Checkpoint | None
 
 
+def _num_layers(model: str) -> int:
+    from transformers import AutoConfig
+
+    try:
+        return int(AutoConfig.from_pretrained(resolve_path(model)).num_hidden_layers)
+    except OSError as err:
+        raise ArtifactError(f"cannot load model config {model!r}: {str(err).splitlines()[0]}") from err
+
+
 def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedModel:
     """Any settings: a plain model + SAE, a trained checkpoint (its own projection unless ``sae`` is
     given), or the vocabulary twin (``sae="vocab"``). Mismatches are refused before backbone weights load."""
@@ -48,7 +57,9 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
     bundled = ckpt is not None and spec == ckpt.projection_spec
     sae, recorded, recorded_scale = None, None, None
-    if spec == VOCAB:
+    if spec == MLM:
+        layer = settings.layer if settings.layer is not None else _num_layers(base_model)
+    elif spec == VOCAB:
         layer = settings.layer if settings.layer is not None else (ckpt.layer if ckpt else None)
         if layer is None:
             raise ArtifactError("the vocabulary projection (sae='vocab') needs a layer")
@@ -71,10 +82,13 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     scale = settings.quant_scale
     if scale is None:
         scale = float((ckpt.quant_scale if bundled else None) or recorded_scale or DEFAULT_QUANT_SCALE)
-    tokenizer, backbone = load_backbone(base_model, layer, device=device, dtype=getattr(torch, settings.dtype))
+    tokenizer, backbone = load_backbone(base_model, layer, device=device, dtype=getattr(torch, settings.dtype),
+                                        masked_lm=spec == MLM)
     if ckpt is not None:
         apply_checkpoint(backbone.model, ckpt)
-    if spec == VOCAB:
+    if spec == MLM:
+        projection = mlm_head(backbone.model)
+    elif spec == VOCAB:
         k = ckpt.vocab_k if bundled else DEFAULT_VOCAB_K
         projection = VocabProjection(backbone.model.get_input_embeddings(), k=k)
     else:
@@ -162,8 +176,28 @@ class SaeSparseEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32, query: bool = False) -> list[dict[str, int]]:
         return self.encode_with_stats(texts, query, batch_size)[0]
 
-    def decode(self, vector: dict[str, int] | torch.Tensor, top_k: int | None = None) -> list[tuple[int, float]]:
-        """(latent id, weight) pairs of a vector, largest first: an impact dict or a row of weights."""
+    def latent_labels(self):
+        """The ``LatentLabels`` of this model (``latent_labels.json`` stored with it, checked against its
+        content hashes; the vocabulary twin's tokens), or None if it has not been labelled."""
+        if not hasattr(self, "_labels"):
+            from .labels import find_labels, vocab_labels
+
+            self._labels = (vocab_labels(self.tokenizer, self.dim) if self.settings.sae == VOCAB
+                            else find_labels(self.info()))
+        return self._labels
+
+    def decode(self, vector: dict[str, int] | torch.Tensor, top_k: int | None = None,
+               labels: bool = False) -> list[tuple]:
+        """(latent id, weight) pairs of a vector, largest first: an impact dict or a row of weights.
+        With ``labels=True``, (latent id, weight, label) triples: the label from
+        :meth:`latent_labels` (the token itself for the vocabulary twin; None when unlabelled)."""
+        pairs = self._decode(vector, top_k)
+        if not labels:
+            return pairs
+        names = self.latent_labels()
+        return [(i, w, names.label(i) if names is not None else None) for i, w in pairs]
+
+    def _decode(self, vector: dict[str, int] | torch.Tensor, top_k: int | None = None) -> list[tuple[int, float]]:
         if isinstance(vector, torch.Tensor):
             ids = torch.nonzero(vector > 0).flatten().tolist()
             pairs = [(i, float(vector[i])) for i in ids]
@@ -177,4 +211,5 @@ class SaeSparseEncoder:
         """The settings recorded with every output, with the model and SAE identified by content."""
         return {**self.settings.to_json(), "d_sae": self.dim, "sae_model_name": self.sae_model_name,
                 "model_hash": content_hash(self.settings.model),
-                "sae_hash": content_hash(self.settings.sae) if self.settings.sae != VOCAB else VOCAB}
+                "sae_hash": (self.settings.sae if self.settings.sae in VOCABULARY_PROJECTIONS
+                             else content_hash(self.settings.sae))}

@@ -98,6 +98,32 @@ class VocabProjection(nn.Module):
         return torch.zeros_like(logits).scatter(-1, index, torch.relu(values))
 
 
+class MlmHeadProjection(nn.Module):
+    """A SPLADE model's own vocabulary: the logits of its masked-LM head (transform + tied decoder), no
+    per-token cut. With the encoder's pooling, w_j = max_t log(1 + relu(logit_tj)): SPLADE's weights.
+    This is how published vocabulary-SPLADE models (e.g. SPLADE-tiny) run through the same pipeline."""
+
+    def __init__(self, head: nn.Module, vocab_size: int, hidden: int):
+        super().__init__()
+        self.head = head
+        self.cfg = SimpleNamespace(d_in=hidden, d_sae=vocab_size, metadata={})
+
+    @property
+    def W_enc(self) -> torch.Tensor:
+        return next(self.head.parameters())
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+def mlm_head(model: nn.Module) -> MlmHeadProjection:
+    """The MLM head of a ``*ForMaskedLM`` model (BERT's ``cls``), as a projection."""
+    head = getattr(model, "cls", None)
+    if head is None:
+        raise ArtifactError(f"{type(model).__name__} has no BERT-style MLM head ('cls'); sae='mlm' needs one")
+    return MlmHeadProjection(head, int(model.config.vocab_size), int(model.config.hidden_size))
+
+
 @dataclass
 class TopKPlan:
     """A TopK projection as z = topk(prepare(x) @ weight + bias): what the sparse pooling path needs."""

@@ -18,6 +18,7 @@ from ``<output>/state``.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +29,6 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import check_fields, option, parse_config, require
-from ..datasets import resolve_beir_folder
 from ..errors import InputError, cli_main
 from ..io import atomic_dir
 from ..model.artifacts import BASE_MODEL
@@ -37,9 +37,10 @@ from ..model.projection import VocabProjection
 from ..model.settings import DEFAULT_SAE, POOLINGS, VOCAB, EncoderSettings
 from .export import export_checkpoint
 from .losses import DISTILLATIONS, SpladeLoss
-from .negatives import (SOURCES, BM25Negatives, FileNegatives, InMemoryNegatives, NegativeSource, NoNegatives,
-                        attach_negatives, negative_source)
-from .pairs import MODES, Pair, PairSampler, corpus_texts, joined, training_pairs
+from .negatives import SOURCES, BM25Negatives, FileNegatives, InMemoryNegatives, NegativeSource, NoNegatives
+from .pairs import MODES, Pair
+from .sources import LoadedSource, SourceMixer, SourceSpec, load_source
+from .teacher import CachedTeacher
 from .trainable import add_lora, freeze_all_but_blocks, merge_lora
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_pairs", "warmup_then_linear_decay", "SpladeLoss",
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = option("scifact", "BEIR folder, or a name (looked up in $SPLARE_BEIR_DIR, then the shipped sets)")
+    sources: tuple[str, ...] = option((), "several training sources mixed in one run, each "
+                                          "<dataset>[:train|:corpus][=<weight>] (train: its qrels/train.tsv; "
+                                          "corpus: self-supervised pairs of its text); default: --dataset in --mode")
     output: str = option("models/splare-minilm", "run folder: checkpoint/, state/ (resume) and cache/")
     mode: str = option("in-domain", "in-domain: pairs of qrels/train.tsv; zero-shot: self-supervised pairs "
                                     "from the corpus alone", choices=MODES)
@@ -83,6 +87,8 @@ class TrainConfig:
     distill_weight: float = option(1.0, "weight of the distillation loss")
     teacher: str = option(BASE_MODEL, "dense teacher for --distill (mean pooling, cosine)")
     teacher_temperature: float = option(0.05, "the teacher's cosines are divided by this")
+    teacher_cache: str | None = option(None, "folder of cached teacher embeddings, shared by runs on the same "
+                                             "texts (default: <output>/cache)")
     seed: int = option(0, "seed of pairs, sampling and initialization")
     save_every: int = option(50, "steps between saved training states")
     fp16: bool = option(True, "store the checkpoint's weights in fp16")
@@ -100,8 +106,15 @@ class TrainConfig:
         require(self.vocab_k is None or (self.sae == VOCAB and self.vocab_k >= 1),
                 f"vocab_k: only for sae={VOCAB!r}, and >= 1 (got {self.vocab_k})")
         require(not (self.train_sae and self.sae == VOCAB), "train_sae: the vocabulary twin has no SAE to train")
+        for spec in self.sources:
+            SourceSpec.parse(spec)
         require(self.negatives in SOURCES or Path(self.negatives).is_file(),
                 f"negatives: {self.negatives!r} is not one of {', '.join(SOURCES)} nor a JSONL file")
+
+    def source_specs(self) -> list[SourceSpec]:
+        if self.sources:
+            return [SourceSpec.parse(spec) for spec in self.sources]
+        return [SourceSpec(self.dataset, "train" if self.mode == "in-domain" else "corpus")]
 
     def loss(self) -> SpladeLoss:
         return SpladeLoss(self.temperature, self.lambda_q, self.lambda_d, self.flops_warmup, self.distill,
@@ -119,16 +132,17 @@ def warmup_then_linear_decay(step: int, warmup_steps: int, total_steps: int) -> 
     return min((step + 1) / warm, max(0.0, (total_steps - step) / max(total_steps - warm, 1)))
 
 
+def load_sources(cfg: TrainConfig, negatives: NegativeSource | None = None) -> list[LoadedSource]:
+    """Every training source with its pairs, hard negatives and sampler (seeded apart)."""
+    cache = Path(cfg.output) / "cache"
+    return [load_source(spec, cfg.batch_size, cfg.seed + index, cache, cfg.negatives, cfg.negatives_depth,
+                        negatives) for index, spec in enumerate(cfg.source_specs())]
+
+
 def load_pairs(cfg: TrainConfig, negatives: NegativeSource | None = None) -> tuple[list[Pair], dict[str, str]]:
-    """The training pairs with their hard negatives, and doc id -> text."""
-    folder = resolve_beir_folder(cfg.dataset)
-    corpus = corpus_texts(folder)
-    pairs = training_pairs(folder, cfg.mode, cfg.seed, corpus)
-    if not pairs:
-        raise InputError(f"{cfg.dataset}: no training pairs for mode {cfg.mode}")
-    source = negatives or negative_source(cfg.negatives, folder, Path(cfg.output) / "cache", cfg.negatives_depth)
-    attach_negatives(pairs, source, cfg.negatives_depth, corpus)
-    return pairs, {doc_id: joined(*fields) for doc_id, fields in corpus.items()}
+    """The pairs (with hard negatives) and doc id -> text of a one-source run."""
+    (source,) = load_sources(cfg, negatives)[:1]
+    return source.pairs, source.docs
 
 
 class Trainer:
@@ -140,8 +154,9 @@ class Trainer:
         self.cfg = cfg
         self.output = Path(cfg.output)
         torch.manual_seed(cfg.seed)
-        self.pairs, self.docs = load_pairs(cfg, negatives)
-        self.sampler = PairSampler(self.pairs, self.docs, cfg.batch_size, cfg.seed)
+        self.sources = load_sources(cfg, negatives)
+        self.sampler = SourceMixer(self.sources, cfg.seed)
+        self.pairs = [pair for source in self.sources for pair in source.pairs]
         self.encoder = SaeSparseEncoder(cfg.encoder_settings())
         model = self.encoder.model
         if cfg.vocab_k is not None:
@@ -156,19 +171,18 @@ class Trainer:
         self.loss = cfg.loss()
         self.teacher = None
         if cfg.distill:
-            from ..model.dense import DenseEncoder
-
-            self.teacher = DenseEncoder(cfg.teacher)
+            self.teacher = CachedTeacher.for_model(cfg.teacher, cfg.teacher_cache or self.output / "cache")
         self.step = 0
         self.log: list[dict] = []
-        log.info("%d training pairs (%s mode), hard negatives: %s", len(self.pairs), cfg.mode,
+        log.info("%d training pairs from %s; hard negatives: %s", len(self.pairs),
+                 ", ".join(f"{s.spec.name} ({len(s.pairs)}, weight {s.spec.weight:g})" for s in self.sources),
                  type(negatives).__name__ if negatives else cfg.negatives)
 
     def teacher_scores(self, queries: list[str], documents: list[str]) -> torch.Tensor | None:
         """The teacher's (B, 2B) cosine similarities, or None without distillation."""
         if self.teacher is None:
             return None
-        return self.teacher.encode(queries) @ self.teacher.encode(documents).T
+        return self.teacher.scores(queries, documents)
 
     def train_step(self) -> dict:
         batch = self.sampler.next_batch()
@@ -183,7 +197,7 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         extra = {"distill": round(parts["distill"].item(), 4)} if "distill" in parts else {}
-        return {"step": self.step, "loss": round(loss.item(), 4), "rank": round(parts["rank"].item(), 4), **extra,
+        return {"step": self.step, "source": self.sampler.last, "loss": round(loss.item(), 4), "rank": round(parts["rank"].item(), 4), **extra,
                 "nnz_q": round(float((q > 0).sum(1).float().mean()), 1),
                 "nnz_d": round(float((d > 0).sum(1).float().mean()), 1)}
 
@@ -196,6 +210,8 @@ class Trainer:
                 "log": self.log, "config": asdict(self.cfg)}
 
     def save_state(self) -> None:
+        if self.teacher is not None:
+            self.teacher.flush()
         with atomic_dir(self.output / "state") as tmp:
             torch.save(self.state_dict(), tmp / "state.pt")
 
@@ -232,6 +248,11 @@ class Trainer:
                     self.save_state()
         return self.export(time.time() - started, resumed)
 
+    def calibration_texts(self) -> list[str]:
+        """Documents of every source, interleaved in a fixed order, for the exported quantization scale."""
+        columns = [[source.docs[d] for d in sorted(source.docs)] for source in self.sources]
+        return [text for row in itertools.zip_longest(*columns) for text in row if text is not None]
+
     def export(self, seconds: float = 0.0, resumed: bool = False) -> Path:
         """Write ``<output>/checkpoint`` (LoRA adapters merged first)."""
         if self.cfg.lora_rank > 0:
@@ -242,7 +263,7 @@ class Trainer:
                       "final": self.log[-1] if self.log else None}
         return export_checkpoint(self.output / "checkpoint", self.encoder, self.names,
                                  ckpt.base_model if ckpt else self.cfg.model,
-                                 [self.docs[d] for d in sorted(self.docs)], sae_trained=self.cfg.train_sae,
+                                 self.calibration_texts(), sae_trained=self.cfg.train_sae,
                                  fp16=self.cfg.fp16, provenance=provenance, log_records=self.log)
 
 

@@ -1,0 +1,4 @@
+"""``python -m splare_pyserini.bench``: see the package docstring and ``--help``."""
+from . import cli
+
+cli()

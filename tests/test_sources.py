@@ -1,0 +1,88 @@
+"""One training run over several sources: each batch from one source, weights honoured, resumable;
+and the dense teacher's embeddings computed once, kept on disk."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import TOPICS, build_tiny_beir
+from splare_pyserini.errors import InputError
+from splare_pyserini.train import TrainConfig, Trainer, train
+from splare_pyserini.training.sources import SourceSpec
+from splare_pyserini.training.teacher import CachedTeacher
+
+
+COMPUTING = ["compiler design", "operating systems", "database indexes", "network protocols",
+             "garbage collection", "cache memory", "file systems", "parallel algorithms"]
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sets")
+    medical = build_tiny_beir(root / "medical")
+    computing = build_tiny_beir(root / "computing", COMPUTING, prefix="c")
+    return medical, computing
+
+
+def config(tmp_path, two_sets, tiny_model, tiny_sae, **changes):
+    medical, computing = two_sets
+    base = dict(sources=(f"{medical}:train=3", f"{computing}:corpus"), output=str(tmp_path / "run"),
+                model=str(tiny_model), sae=str(tiny_sae), steps=6, batch_size=4, warmup_steps=1, flops_warmup=2,
+                doc_max_length=48, query_max_length=16, save_every=3, negatives="none")
+    return TrainConfig(**{**base, **changes})
+
+
+def test_source_specs():
+    assert SourceSpec.parse("scifact") == SourceSpec("scifact", "train", 1.0)
+    assert SourceSpec.parse("nfcorpus:corpus=0.5") == SourceSpec("nfcorpus", "corpus", 0.5)
+    assert SourceSpec.parse("/data/my:set:train=2") == SourceSpec("/data/my:set", "train", 2.0)
+    for bad in ("scifact=0", "scifact=x", ":train", "=2"):
+        with pytest.raises(InputError, match="sources: .* is not <dataset>"):
+            SourceSpec.parse(bad)
+    with pytest.raises(InputError, match="sources:"):
+        TrainConfig(sources=("scifact=-1",))
+
+
+def test_each_batch_comes_from_one_source_and_resume_is_exact(tmp_path, two_sets, tiny_model, tiny_sae):
+    trainer = Trainer(config(tmp_path / "a", two_sets, tiny_model, tiny_sae, steps=40))
+    names = []
+    for _ in range(40):
+        batch = trainer.sampler.next_batch()
+        names.append(trainer.sampler.last)
+        topics = TOPICS if trainer.sampler.last.endswith(":train") else COMPUTING
+        assert all(any(t in doc for t in topics) for doc in batch.documents)  # in-batch negatives share a domain
+    assert 20 <= names.count("medical:train") <= 38  # weight 3 against 1
+    assert "computing:corpus" in names
+
+    whole = train(config(tmp_path / "b", two_sets, tiny_model, tiny_sae))
+    cfg = config(tmp_path / "c", two_sets, tiny_model, tiny_sae)
+    first = Trainer(cfg)
+    for _ in range(3):
+        first.log.append(first.train_step())
+    first.save_state()  # then the process "dies"
+    resumed = train(cfg)
+    a, b = load_file(str(whole / "backbone.safetensors")), load_file(str(resumed / "backbone.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class CountingEncoder:
+    def __init__(self):
+        self.seen = []
+
+    def encode(self, texts, batch_size=32):
+        self.seen.extend(texts)
+        return torch.nn.functional.normalize(torch.stack([torch.tensor([float(len(t)), 1.0, t.count("a")])
+                                                          for t in texts]), dim=-1)
+
+
+def test_teacher_embeddings_are_computed_once_and_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr("splare_pyserini.training.teacher.FLUSH_EVERY", 2)
+    first = CachedTeacher(CountingEncoder(), tmp_path)
+    scores = first.scores(["a query", "another query"], ["doc a", "doc b", "doc a"])
+    assert scores.shape == (2, 3) and torch.allclose(scores[:, 0], scores[:, 2])
+    assert len(first.encoder.seen) == 4  # "doc a" twice in the request, embedded once
+    first.flush()
+    again = CachedTeacher(CountingEncoder(), tmp_path)  # a rerun, or another model on the same texts
+    assert torch.equal(again.scores(["a query", "another query"], ["doc a", "doc b", "doc a"]), scores)
+    assert again.encoder.seen == []
+    again.embed(["new text"])
+    assert again.encoder.seen == ["new text"]
