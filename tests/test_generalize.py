@@ -1,0 +1,55 @@
+"""The leave-one-out protocol: what each model may see, and one end-to-end run on two tiny sets."""
+import json
+
+import pytest
+
+from helpers import TOPICS, build_tiny_beir
+from splare_pyserini.errors import InputError
+from splare_pyserini.generalize import GeneralizeConfig, loo_sources, run_generalize, what_it_saw
+
+COMPUTING = ["compiler design", "operating systems", "database indexes", "network protocols", "garbage collection",
+             "cache memory", "file systems", "parallel algorithms"]
+
+
+def test_leave_one_out_sources_hold_nothing_of_the_held_out_set():
+    sources = loo_sources("cacm", ("scifact", "nfcorpus", "cranfield", "cacm"), 1.0, 0.5)
+    assert sources == ("scifact:train=1", "scifact:corpus=0.5", "nfcorpus:train=1", "nfcorpus:corpus=0.5",
+                       "cranfield:corpus=0.5")  # cranfield has no train split; nothing of cacm
+    assert not any(s.startswith("scifact") for s in loo_sources("scifact", ("scifact", "nfcorpus"), 1.0, 0.5))
+    assert loo_sources("cacm", ("scifact", "cacm"), 2.0, 0) == ("scifact:train=2",)
+
+
+def test_what_the_shipped_default_saw():
+    in_domain = {"dataset": "scifact", "mode": "in-domain"}
+    assert what_it_saw("default", "scifact", in_domain) == "train judgments"
+    assert what_it_saw("default", "cacm", in_domain) == "nothing"
+    mixed = {"sources": ["scifact:train", "cacm:corpus=0.5"]}
+    assert what_it_saw("default", "cacm", mixed) == "unlabeled corpus text"
+    assert what_it_saw("bm25", "scifact", in_domain) == "nothing"
+    with pytest.raises(InputError, match="unknown"):
+        GeneralizeConfig(systems=("bm42",))
+
+
+@pytest.mark.integration
+def test_protocol_end_to_end_on_two_tiny_sets(tmp_path, tiny_model, tiny_sae, monkeypatch):
+    roots = tmp_path / "sets"
+    for name, topics, prefix in (("medical", TOPICS, ""), ("computing", COMPUTING, "c")):
+        folder = build_tiny_beir(roots / name, topics, prefix)
+        (folder / "qrels" / "test.tsv").write_text((folder / "qrels" / "train.tsv").read_text())
+    (roots / "computing" / "qrels" / "train.tsv").unlink()  # one set without a train split
+    monkeypatch.setenv("SPLARE_BEIR_DIR", str(roots))
+    cfg = GeneralizeConfig(output=str(tmp_path / "out"), datasets=("medical", "computing"),
+                           systems=("bm25", "splare-loo", "vocab-loo", "hybrid"), steps=2, batch_size=4,
+                           distill=None, model=str(tiny_model), sae=str(tiny_sae), negatives="none")
+    results = run_generalize(cfg)
+    assert set(results) == {"medical", "computing"}
+    for held_out, rows in results.items():
+        assert list(rows) == ["bm25", "splare-loo", "vocab-loo", "hybrid"]
+        assert all(0 < row["nDCG@10"] <= 1 for row in rows.values())
+        assert rows["bm25"]["nDCG@10"] > 0.5  # the tiny sets are lexical: BM25 finds them
+        trained = json.loads((tmp_path / "out" / "models" / f"splare-without-{held_out}" / "checkpoint" /
+                              "splare.json").read_text())["training"]["sources"]
+        assert trained and not any(s.startswith(held_out) for s in trained)
+    assert "**medical** (test)" in (tmp_path / "out" / "generalize.md").read_text()
+    again = run_generalize(cfg)  # every row cached
+    assert again == json.loads(json.dumps(results))
