@@ -3,6 +3,8 @@
 Everything lands under ``--output``: ``splare/`` (``vectors/``, ``index/``, ``run.trec``), ``bm25/``
 (``index/``, ``run.trec``) and ``scores.json``. Each stage is resumable and skipped when already
 complete; each also runs alone (``encode``, ``index``, ``search``, ``evaluate`` modules).
+``--ray ADDRESS --shard-num N`` encodes the corpus's N shards on a Ray cluster (see
+``splare_pyserini.distributed``); queries, indexing and search stay in this process.
 
     python -m splare_pyserini.beir --dataset scifact --output runs/scifact
 """
@@ -12,8 +14,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import option, parse_config
+from .config import option, parse_config, require
 from .datasets import load_beir, resolve_beir_folder
+from .distributed import RaySettings
 from .errors import cli_main
 from .io import markdown_table, write_json
 from .model.encoder import SaeSparseEncoder
@@ -31,8 +34,16 @@ class BeirConfig:
     split: str = option("test", "qrels split whose queries are run")
     bm25: bool = option(True, "run the BM25 baseline too")
     device: str = option("cpu", "torch device")
+    shard_num: int = option(1, "corpus shards encoded across the Ray workers (with --ray; the files are "
+                               "those of encode --shard-id 0..N-1 --shard-num N)")
     run: RunSettings = field(default_factory=RunSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    distributed: RaySettings = field(default_factory=RaySettings)
+
+    def __post_init__(self) -> None:
+        require(self.shard_num >= 1, f"shard_num: must be >= 1, got {self.shard_num}")
+        require(self.shard_num == 1 or self.distributed.ray is not None,
+                "shard_num: more than one shard needs --ray (one process writes one shard per run)")
 
 
 def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[str, dict]:
@@ -41,12 +52,26 @@ def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[s
     folder = resolve_beir_folder(cfg.dataset)
     data = load_beir(folder, cfg.split, need_qrels=True)
     encoder = encoder or SaeSparseEncoder(cfg.encoder, device=cfg.device)
-    results = {"SPLARE": run_sparse_system(encoder, data, output / "splare", cfg.run, split=cfg.split)}
+    corpus_encoder = _ray_corpus_encoder(cfg, data.name) if cfg.distributed.ray is not None else None
+    results = {"SPLARE": run_sparse_system(encoder, data, output / "splare", cfg.run, split=cfg.split,
+                                           corpus_encoder=corpus_encoder)}
     if cfg.bm25:
         results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split)
     write_json(output / "scores.json", {"dataset": str(cfg.dataset), "split": cfg.split, "encoder": encoder.info(),
                                         "results": results})
     return results
+
+
+def _ray_corpus_encoder(cfg: BeirConfig, source: str):
+    """Encode the corpus's ``--shard-num`` shards on Ray (``--ray``) into the vectors folder."""
+    from .distributed import encode_on_ray
+    from .encode import EncodeSummary
+
+    def encode(records, vectors):
+        return encode_on_ray(records, [], vectors, cfg.encoder, cfg.shard_num, cfg.distributed,
+                             batch_size=cfg.run.batch_size, chunk_size=cfg.run.chunk_size, source=source,
+                             device=cfg.device).get("corpus", EncodeSummary())
+    return encode
 
 
 def format_table(dataset: str, results: dict[str, dict]) -> str:

@@ -57,6 +57,14 @@ def _unwrap(kind: Any) -> tuple[Any, bool]:
     return kind, False
 
 
+def _none_or(kind: Any):
+    """An optional field's flag type: ``none`` is None, anything else is parsed as ``kind``."""
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = getattr(kind, "__name__", "value")  # what argparse names in its error messages
+    return parse
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad command line is one line on stderr and exit code 2, like every user error."""
 
@@ -93,6 +101,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str 
         if choices:
             text += f" (one of: {', '.join(map(str, choices))})"
         kwargs: dict[str, Any] = {"dest": f.name, "metavar": f.metadata.get("metavar")}
+        if optional and default is not None:
+            text += " ('none' to turn off)"
         if kind is bool:
             kwargs = {"dest": f.name, "action": argparse.BooleanOptionalAction, "default": default}
         else:
@@ -102,7 +112,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str 
                 fixed = origin is tuple and Ellipsis not in typing.get_args(kind)
                 kwargs.update(type=args[0] if args else str, nargs=len(args) if fixed else "*")
             else:
-                kwargs["type"] = kind
+                kwargs["type"] = _none_or(kind) if optional else kind
             kwargs["default"] = default
             if not has_default:
                 kwargs["required"] = True
@@ -110,7 +120,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str 
             text += " (default: %(default)s)"
         group.add_argument(_flag(f), help=text or None, **{k: v for k, v in kwargs.items() if v is not None
                                                            or k == "default"})
-        del optional
 
 
 def config_from_namespace(cls: type[C], values: dict[str, Any]) -> C:

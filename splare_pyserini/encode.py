@@ -11,7 +11,12 @@ renamed when complete; rerunning a killed job skips finished chunks and produces
 byte-identical output. Queries are encoded one at a time so that pre-encoded and
 on-the-fly (``SaeQueryEncoder``) vectors are bit-identical.
 
+``--ray ADDRESS`` encodes all ``--shard-num`` shards on a Ray cluster (``local``, ``auto`` or an
+address), one actor per worker, each file byte-identical to what ``--shard-id i`` writes here
+(see ``splare_pyserini.distributed``).
+
     python -m splare_pyserini.encode --input scifact --output encode/scifact
+    python -m splare_pyserini.encode --input scifact --output encode/scifact --ray local --shard-num 4
 """
 from __future__ import annotations
 
@@ -20,12 +25,13 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
 from . import __version__
 from .config import option, parse_config, require
+from .distributed import RaySettings
 from .datasets import (Dataset, ReadReport, TextRecord, load_beir, load_ir_datasets, looks_like_ir_datasets_id,
                        read_jsonl)
 from .errors import ArtifactError, InputError, cli_main
@@ -111,29 +117,39 @@ def _vector_line(record: TextRecord, vector: dict[str, int], text: str | None = 
 
 def encode_corpus(records: Sequence[TextRecord], output: str | Path, encoder: SaeSparseEncoder,
                   batch_size: int = 32, shard_id: int = 0, shard_num: int = 1,
-                  chunk_size: int = DEFAULT_CHUNK, source: str = "") -> EncodeSummary:
-    """Encode (one shard of) a corpus into JsonVectorCollection chunk files; resumable."""
+                  chunk_size: int = DEFAULT_CHUNK, source: str = "", *, progress: Callable[[int], None] | None = None,
+                  show_progress: bool = True, clean_temps: bool = True) -> EncodeSummary:
+    """Encode (one shard of) a corpus into JsonVectorCollection chunk files; resumable.
+
+    ``progress(n)`` is called as documents are done (finished chunks included); ``clean_temps=False``
+    leaves other writers' temporary files alone (shards written concurrently into one folder)."""
     output = Path(output)
     corpus_dir, stats_dir = output / "corpus", output / "stats"
     for folder in (corpus_dir, stats_dir):
         folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(folder)
+        if clean_temps:
+            remove_stale_temps(folder)
     write_info(output, encoder, "corpus", source=source, size=len(records))
     start, end = shard_range(len(records), shard_id, shard_num)
     summary = EncodeSummary()
     chunks = [(c, min(c + chunk_size, end)) for c in range(start, end, chunk_size)]
     with tqdm(total=end - start, desc=f"encode corpus shard {shard_id}/{shard_num}", unit="doc",
-              dynamic_ncols=True) as bar:
+              dynamic_ncols=True, disable=not show_progress) as bar:
+        def advance(n: int) -> None:
+            bar.update(n)
+            if progress:
+                progress(n)
+
         for number, (lo, hi) in enumerate(chunks):
             name = f"part-{shard_id:03d}-{number:05d}"
             final, stats_file = corpus_dir / f"{name}.jsonl", stats_dir / f"{name}.json"
             if final.is_file() and stats_file.is_file():
                 summary.add_counts(json.loads(stats_file.read_text()))
                 summary.reused_chunks += 1
-                bar.update(hi - lo)
+                advance(hi - lo)
                 continue
             chunk = records[lo:hi]
-            vectors, truncated = encoder.encode_with_stats([r.text for r in chunk], False, batch_size, bar.update)
+            vectors, truncated = encoder.encode_with_stats([r.text for r in chunk], False, batch_size, advance)
             counts = _counts(vectors, truncated)
             with atomic_write(stats_file) as out:
                 json.dump(counts, out)
@@ -152,12 +168,13 @@ def write_topics(records: Sequence[TextRecord], path: str | Path) -> Path:
 
 
 def encode_queries(records: Sequence[TextRecord], output: str | Path, encoder: SaeSparseEncoder,
-                   source: str = "") -> EncodeSummary:
+                   source: str = "", *, show_progress: bool = True) -> EncodeSummary:
     """Encode queries (the query settings, one at a time) into queries.jsonl, queries.tsv and topics.tsv."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     write_info(output, encoder, "queries", source=source, size=len(records))
-    with tqdm(total=len(records), desc="encode queries", unit="query", dynamic_ncols=True) as bar:
+    with tqdm(total=len(records), desc="encode queries", unit="query", dynamic_ncols=True,
+              disable=not show_progress) as bar:
         vectors, truncated = encoder.encode_with_stats([r.text for r in records], True, 1, bar.update)
     write_topics(records, output / "topics.tsv")
     with atomic_write(output / "queries.tsv") as pretok, atomic_write(output / "queries.jsonl") as jsonl:
@@ -196,11 +213,12 @@ class EncodeConfig:
     kind: str = option("auto", "what to encode; a JSONL file is a corpus unless --kind queries", choices=KINDS)
     split: str = option("test", "BEIR qrels split whose queries are encoded")
     batch_size: int = option(32, "documents per forward pass")
-    shard_id: int = option(0, "which shard of the corpus this run encodes")
+    shard_id: int = option(0, "which shard of the corpus this run encodes (with --ray: all are)")
     shard_num: int = option(1, "how many shards the corpus is split into")
     chunk_size: int = option(DEFAULT_CHUNK, "documents per output file")
     device: str = option("cpu", "torch device")
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    distributed: RaySettings = field(default_factory=RaySettings)
 
     def __post_init__(self) -> None:
         from .config import check_fields
@@ -210,15 +228,30 @@ class EncodeConfig:
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
         require(0 <= self.shard_id < self.shard_num,
                 f"shard_id: {self.shard_id} must be in 0..{self.shard_num - 1}")
+        require(self.distributed.ray is None or self.shard_id == 0,
+                "shard_id: with --ray every shard is encoded; --shard-id is for one-process runs")
 
 
 def run_encode(cfg: EncodeConfig) -> None:
     corpus, queries, reports = load_input(cfg.input, cfg.kind, cfg.split)
     if not corpus and not queries:
         raise InputError(f"{cfg.input}: nothing to encode")
-    encoder = SaeSparseEncoder(cfg.encoder, device=cfg.device)
     for report in reports:
         log.info(report.summary())
+    if cfg.distributed.ray is not None:  # the input was read (and checked) here, before Ray starts
+        from .distributed import encode_on_ray
+
+        summaries = encode_on_ray(corpus, queries, cfg.output, cfg.encoder, cfg.shard_num, cfg.distributed,
+                                  batch_size=cfg.batch_size, chunk_size=cfg.chunk_size, source=cfg.input,
+                                  device=cfg.device)
+        if "corpus" in summaries:
+            summaries["corpus"].skipped.update(sum((r.skipped for r in reports), Counter()))
+            log.info(summaries["corpus"].line("corpus"))
+        if "queries" in summaries:
+            log.info(summaries["queries"].line("queries"))
+        log.info("wrote %s (splare-pyserini %s)", cfg.output, __version__)
+        return
+    encoder = SaeSparseEncoder(cfg.encoder, device=cfg.device)
     if corpus:
         summary = encode_corpus(corpus, cfg.output, encoder, cfg.batch_size, cfg.shard_id, cfg.shard_num,
                                 cfg.chunk_size, source=cfg.input)

@@ -42,9 +42,10 @@ LABELS = {"bm25": "BM25", "dense": "dense MiniLM", "dense-mpnet": "dense mpnet",
 class GeneralizeConfig:
     output: str = option("runs/generalize", "models, runs, generalize.json and generalize.md")
     datasets: tuple[str, ...] = option(SHIPPED_SETS, "the sets, each held out in turn and a source for the others")
+    held_out: tuple[str, ...] | None = option(None, "the sets to hold out and score (default: every one of --datasets)")
     systems: tuple[str, ...] = option(SYSTEMS, f"systems to score, of: {', '.join(SYSTEMS)}")
     steps: int = option(200, "training steps of each leave-one-out model")
-    batch_size: int = option(16, "training queries per step")
+    train_batch_size: int = option(16, "training queries per step")
     train_weight: float = option(1.0, "sampling weight of each train-judgment source")
     corpus_weight: float = option(0.5, "sampling weight of each unlabeled-corpus source")
     distill: str | None = option("kl", "distillation from the teacher", choices=DISTILLATIONS)
@@ -62,7 +63,8 @@ class GeneralizeConfig:
         unknown = [s for s in self.systems if s not in SYSTEMS]
         require(not unknown, f"systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
         require(len(self.datasets) >= 2, "datasets: leave-one-out needs at least two sets")
-        require(self.steps >= 1 and self.batch_size >= 1, "steps and batch_size: must be >= 1")
+        require(set(self.held_out or ()) <= set(self.datasets), "held_out: every held-out set must be in --datasets")
+        require(self.steps >= 1 and self.train_batch_size >= 1, "steps and train_batch_size: must be >= 1")
         require(self.train_weight > 0 and self.corpus_weight >= 0, "train_weight > 0 and corpus_weight >= 0")
 
 
@@ -91,7 +93,7 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
     train_cfg = TrainConfig(
         sources=loo_sources(held_out, cfg.datasets, cfg.train_weight, cfg.corpus_weight),
         output=str(Path(cfg.output) / "models" / f"{'vocab' if twin else 'splare'}-without-{held_out}"),
-        model=cfg.model, sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.batch_size,
+        model=cfg.model, sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.train_batch_size,
         negatives=cfg.negatives,
         temperature=cfg.vocab_temperature if twin else 1.0, distill=cfg.distill, teacher=cfg.teacher,
         teacher_cache=str(Path(cfg.output) / "teacher"), seed=cfg.seed)
@@ -140,7 +142,7 @@ def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:
     """What a row's figures depend on: its system, the run settings and, for trained rows, the recipe."""
     key: dict = {"system": system, "held_out": held_out, "run": asdict(cfg.run)}
     if system in ("splare-loo", "vocab-loo", "hybrid"):
-        key["recipe"] = {k: v for k, v in asdict(cfg).items() if k not in ("output", "systems", "run")}
+        key["recipe"] = {k: v for k, v in asdict(cfg).items() if k not in ("output", "systems", "run", "held_out")}
     if system == "default":
         key["model"] = content_hash(DEFAULT_MODEL)
     return key
@@ -153,7 +155,7 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
     if "hybrid" in order:  # fusion reads the two runs it fuses
         order = [s for s in ("bm25", "splare-loo") if s not in order] + order
     results: dict[str, dict[str, dict]] = {}
-    for held_out in cfg.datasets:
+    for held_out in cfg.held_out or cfg.datasets:
         data = load_beir(resolve_beir_folder(held_out), "test", need_qrels=True)
         results[held_out] = {}
         for system in order:

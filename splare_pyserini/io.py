@@ -7,12 +7,14 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
 
 def tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # host and pid: writers on several machines may share the folder (a Ray cluster on a shared filesystem)
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
 
 
 @contextlib.contextmanager
@@ -72,7 +74,8 @@ def load_row(path: Path, key: dict) -> dict | None:
     if not path.is_file():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    return saved["row"] if saved.get("key") == key else None
+    # compared as JSON: a key holding tuples must match its saved lists
+    return saved["row"] if saved.get("key") == json.loads(json.dumps(key)) else None
 
 
 def save_row(path: Path, key: dict, row: dict) -> None:

@@ -84,3 +84,21 @@ def fail_if_called(what: str):
     def fail(*args, **kwargs):
         raise AssertionError(f"{what} was called")
     return fail
+
+
+def assert_resume_is_exact(whole_cfg, killed_cfg, steps_before_death: int) -> tuple[Path, Path]:
+    """A run killed after ``steps_before_death`` steps and rerun exports the uninterrupted run's weights;
+    returns both checkpoints."""
+    from safetensors.torch import load_file
+
+    from splare_pyserini.train import Trainer, train
+
+    whole = train(whole_cfg)
+    first = Trainer(killed_cfg)
+    for _ in range(steps_before_death):
+        first.log.append(first.train_step())
+    first.save_state()  # then the process "dies"
+    resumed = train(killed_cfg)
+    a, b = load_file(str(whole / "backbone.safetensors")), load_file(str(resumed / "backbone.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return whole, resumed

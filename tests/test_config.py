@@ -33,6 +33,7 @@ def test_flags_types_defaults_and_nesting():
                                "--fast", "--width", "5", "--mode", "b"], "prog")
     assert cfg == Outer("o", 3, ("p", "q"), (4, 16, 2), True, Inner(5, "b"))
     assert parse_config(Outer, ["--output", "o"], "prog") == Outer("o")
+    assert parse_config(Outer, ["--output", "o", "--layer", "none"], "prog").layer is None
     assert "--no-fast" in build_parser(Outer, "prog").format_help()
 
 
@@ -88,3 +89,17 @@ def test_importing_the_encoders_starts_no_jvm():
             "print(jnius_config.vm_running, 'jnius' in sys.modules, 'pyserini' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]
+
+
+@pytest.mark.parametrize("module,config", [
+    ("encode", "EncodeConfig"), ("search", "SearchConfig"), ("beir", "BeirConfig"), ("index", "IndexConfig"),
+    ("evaluate", "EvaluateConfig"), ("train", "TrainConfig"), ("train_sae", "TrainSaeConfig"),
+    ("sae_sweep", "SweepConfig"), ("bench", "BenchConfig"), ("generalize", "GeneralizeConfig"),
+    ("explain", "ExplainConfig"), ("label_latents", "LabelConfig"),
+])
+def test_every_command_builds_its_cli_from_its_config(module, config):
+    """A nested config whose flag collides with its parent's is caught here, not by a user's --help."""
+    import importlib
+
+    cls = getattr(importlib.import_module(f"splare_pyserini.{module}"), config)
+    assert "--help" in build_parser(cls, module).format_help()

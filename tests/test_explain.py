@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from splare_pyserini.errors import ArtifactError, InputError
+from splare_pyserini.errors import ArtifactError
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def test_protocol_end_to_end_on_two_tiny_sets(tmp_path, tiny_model, tiny_sae, mo
     (roots / "computing" / "qrels" / "train.tsv").unlink()  # one set without a train split
     monkeypatch.setenv("SPLARE_BEIR_DIR", str(roots))
     cfg = GeneralizeConfig(output=str(tmp_path / "out"), datasets=("medical", "computing"),
-                           systems=("bm25", "splare-loo", "vocab-loo", "hybrid"), steps=2, batch_size=4,
+                           systems=("bm25", "splare-loo", "vocab-loo", "hybrid"), steps=2, train_batch_size=4,
                            distill=None, model=str(tiny_model), sae=str(tiny_sae), negatives="none")
     results = run_generalize(cfg)
     assert set(results) == {"medical", "computing"}

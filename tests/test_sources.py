@@ -2,11 +2,10 @@
 and the dense teacher's embeddings computed once, kept on disk."""
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from helpers import TOPICS, build_tiny_beir
+from helpers import TOPICS, assert_resume_is_exact, build_tiny_beir
 from splare_pyserini.errors import InputError
-from splare_pyserini.train import TrainConfig, Trainer, train
+from splare_pyserini.train import TrainConfig, Trainer
 from splare_pyserini.training.sources import SourceSpec
 from splare_pyserini.training.teacher import CachedTeacher
 
@@ -53,15 +52,8 @@ def test_each_batch_comes_from_one_source_and_resume_is_exact(tmp_path, two_sets
     assert 20 <= names.count("medical:train") <= 38  # weight 3 against 1
     assert "computing:corpus" in names
 
-    whole = train(config(tmp_path / "b", two_sets, tiny_model, tiny_sae))
-    cfg = config(tmp_path / "c", two_sets, tiny_model, tiny_sae)
-    first = Trainer(cfg)
-    for _ in range(3):
-        first.log.append(first.train_step())
-    first.save_state()  # then the process "dies"
-    resumed = train(cfg)
-    a, b = load_file(str(whole / "backbone.safetensors")), load_file(str(resumed / "backbone.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(config(tmp_path / "b", two_sets, tiny_model, tiny_sae),
+                           config(tmp_path / "c", two_sets, tiny_model, tiny_sae), steps_before_death=3)
 
 
 class CountingEncoder:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TOPICS, build_tiny_beir, build_tiny_sae, fail_if_called
+from helpers import TOPICS, assert_resume_is_exact, build_tiny_beir, build_tiny_sae, fail_if_called
 from splare_pyserini.model.checkpoint import read_checkpoint
 from splare_pyserini.model.encoder import SaeSparseEncoder
 from splare_pyserini.model.settings import EncoderSettings
@@ -75,15 +75,9 @@ def test_training_changes_only_the_blocks_and_exports_a_checkpoint(tmp_path, tin
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_beir, tiny_model, tiny_sae):
-    whole = train(config(tmp_path / "a", tiny_beir, tiny_model, tiny_sae))
-    cfg = config(tmp_path / "b", tiny_beir, tiny_model, tiny_sae)
-    first = Trainer(cfg)
-    for _ in range(2):
-        first.log.append(first.train_step())
-    first.save_state()  # then the process "dies"
-    resumed = train(cfg)
-    a, b = load_file(str(whole / "backbone.safetensors")), load_file(str(resumed / "backbone.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    whole, resumed = assert_resume_is_exact(config(tmp_path / "a", tiny_beir, tiny_model, tiny_sae),
+                                            config(tmp_path / "b", tiny_beir, tiny_model, tiny_sae),
+                                            steps_before_death=2)
     assert (whole / "training_log.jsonl").read_text() == (resumed / "training_log.jsonl").read_text()
 
 
