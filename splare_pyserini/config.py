@@ -140,6 +140,24 @@ def config_from_namespace(cls: type[C], values: dict[str, Any]) -> C:
     return cls(**kwargs)
 
 
+def config_to_argv(config: object) -> list[str]:
+    """The command line that :func:`parse_config` turns back into ``config`` (to run a command in a child)."""
+    argv: list[str] = []
+    for f in dataclasses.fields(config):
+        if not f.init or not f.metadata.get("cli", True):
+            continue
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            argv += config_to_argv(value)
+        elif isinstance(value, bool):
+            argv.append(_flag(f) if value else "--no-" + _flag(f)[2:])
+        elif isinstance(value, (tuple, list)):
+            argv += [_flag(f), *map(str, value)]
+        else:
+            argv += [_flag(f), "none" if value is None else str(value)]
+    return argv
+
+
 def build_parser(cls: type, prog: str, doc: str | None = None) -> argparse.ArgumentParser:
     parser = _OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, cls)

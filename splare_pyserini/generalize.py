@@ -16,12 +16,14 @@ training and recomputes only rows whose settings changed); writes ``generalize.j
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import check_fields, option, parse_config, require
+from .config import check_fields, config_to_argv, option, parse_config, require
 from .datasets import Dataset, load_beir, resolve_beir_folder
-from .errors import cli_main
+from .errors import ArtifactError, cli_main
 from .io import load_row, markdown_table, save_row, write_json
 from .model.artifacts import BASE_MODEL, content_hash
 from .model.checkpoint import read_checkpoint
@@ -84,7 +86,7 @@ def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, c
 
 def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
     """The leave-one-out model (``projection``: the shipped SAE, or the vocabulary twin), trained or resumed."""
-    from .training.trainer import TrainConfig, train
+    from .training.trainer import TrainConfig
 
     from .model.projection import load_sae, recorded_layer
 
@@ -98,7 +100,13 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
         temperature=cfg.vocab_temperature if twin else 1.0, distill=cfg.distill, teacher=cfg.teacher,
         teacher_cache=str(Path(cfg.output) / "teacher"), seed=cfg.seed)
     checkpoint = Path(train_cfg.output) / "checkpoint"
-    return checkpoint if (checkpoint / "splare.json").is_file() else train(train_cfg)
+    if not (checkpoint / "splare.json").is_file():
+        # in a child interpreter: this process has booted the JVM (BM25, indexing), and libtorch training
+        # under the JVM's signal handlers crashes (SIGSEGV); the child also resumes a killed training
+        proc = subprocess.run([sys.executable, "-m", "splare_pyserini.train", *config_to_argv(train_cfg)])
+        if proc.returncode != 0:
+            raise ArtifactError(f"training {train_cfg.output} failed (exit {proc.returncode}); rerun to resume")
+    return checkpoint
 
 
 def what_it_saw(system: str, held_out: str, default_training: dict) -> str:

@@ -37,6 +37,16 @@ def test_flags_types_defaults_and_nesting():
     assert "--no-fast" in build_parser(Outer, "prog").format_help()
 
 
+def test_a_config_round_trips_through_its_command_line():
+    from splare_pyserini.config import config_to_argv
+    from splare_pyserini.train import TrainConfig
+
+    for cfg in (Outer("o", 3, ("p", "q"), (4, 16, 2), True, Inner(5, "b")), Outer("o", names=())):
+        assert parse_config(Outer, config_to_argv(cfg), "prog") == cfg
+    train = TrainConfig(sources=("scifact:train", "cacm:corpus=0.5"), distill="kl", layer=None, fp16=False)
+    assert parse_config(TrainConfig, config_to_argv(train), "prog") == train
+
+
 def test_validation_is_the_same_for_api_and_cli(capsys):
     with pytest.raises(InputError, match=r"mode: 'c' is not one of a, b"):
         Inner(mode="c")
