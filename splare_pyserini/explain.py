@@ -26,7 +26,7 @@ from pathlib import Path
 from .config import check_fields, option, parse_config, require
 from .datasets import iter_json_lines, read_jsonl, resolve_beir_folder
 from .errors import ArtifactError, InputError, cli_main
-from .model.settings import VOCAB, EncoderSettings
+from .model.settings import VOCABULARY_PROJECTIONS, EncoderSettings
 
 log = logging.getLogger(__name__)
 FLOAT32_EXACT = 2 ** 24  # integers up to this are exact in a float32 score
@@ -159,7 +159,7 @@ class Explainer:
         if isinstance(labels, LatentLabels):
             check_labels(labels, self.info, f"index {self.index}")
             return labels
-        if self.encoder.settings.sae == VOCAB:
+        if self.encoder.settings.sae in VOCABULARY_PROJECTIONS:
             return vocab_labels(self.encoder.tokenizer, self.encoder.dim)
         if labels == "auto":
             found = find_labels(self.info)
@@ -258,7 +258,7 @@ class Explainer:
             contributions.sort(key=lambda c: (-c.contribution, c.latent))
             explanation = HitExplanation(query_acts.text, docid, lucene_value if score is None else score, rank,
                                          contributions, lucene_value, dropped, texts.get(docid),
-                                         encoder.settings.sae == VOCAB)
+                                         encoder.settings.sae in VOCABULARY_PROJECTIONS)
             if not explanation.exact:
                 log.warning("docid %s: contributions sum to %d, Lucene scored %r%s", docid, explanation.total,
                             explanation.score, " (beyond 2^24 float32 rounds integers)"

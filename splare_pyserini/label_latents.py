@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .config import check_fields, option, parse_config, require
 from .datasets import read_jsonl, resolve_beir_folder
 from .errors import ArtifactError, InputError, cli_main
-from .model.settings import VOCAB, EncoderSettings
+from .model.settings import VOCABULARY_PROJECTIONS, EncoderSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class LabelConfig:
         require(self.sample >= 0, f"sample: must be >= 0, got {self.sample}")
         for name in ("batch_size", "top_tokens", "contexts", "window"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
-        require(self.encoder.sae != VOCAB, "sae: the vocabulary twin needs no labels (latent i is token i)")
+        require(self.encoder.sae not in VOCABULARY_PROJECTIONS,
+                f"sae: {self.encoder.sae!r} is a vocabulary; it needs no labels (latent i is token i)")
 
 
 def read_corpus_texts(spec: str) -> list[str]:
@@ -76,8 +77,8 @@ def label_latents(encoder, texts: list[str], output: str | Path | None = None, b
     """Label ``encoder``'s latents from ``texts`` and write them; returns the ``LatentLabels``."""
     from .model.labels import collect_labels, default_labels_path, write_labels
 
-    if encoder.settings.sae == VOCAB:
-        raise InputError("sae: the vocabulary twin needs no labels (latent i is token i)")
+    if encoder.settings.sae in VOCABULARY_PROJECTIONS:
+        raise InputError(f"sae: {encoder.settings.sae!r} is a vocabulary; it needs no labels (latent i is token i)")
     path = Path(output) if output else default_labels_path(encoder.settings)
     if path is None:
         raise ArtifactError(f"SAE {encoder.settings.sae} has no local folder to store labels in; pass --output")

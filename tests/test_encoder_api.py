@@ -83,3 +83,5 @@ def test_splade_tiny_runs_as_a_vocabulary_system_offline():
     top = [encoder.tokenizer.convert_ids_to_tokens(i) for i, _ in encoder.decode(vector, 5)]
     assert {"protein", "yeast", "folding"} <= set(top)
     assert encoder.info()["sae_hash"] == "mlm"
+    latent = encoder.decode(vector, 1)[0][0]  # its latents are vocabulary terms, labelled by themselves
+    assert encoder.latent_labels().label(latent) == top[0]

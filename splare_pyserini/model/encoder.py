@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import ArtifactError
-from .artifacts import content_hash, resolve_path
+from .artifacts import content_hash
 from .backbone import TextBatcher, length_sorted_batches, load_backbone
 from .checkpoint import Checkpoint, apply_checkpoint, read_checkpoint
 from .projection import (DEFAULT_VOCAB_K, VocabProjection, check_model_config, check_same_model, load_sae,
-                         mlm_head, recorded_layer, recorded_model)
+                         mlm_head, model_config, recorded_layer, recorded_model)
 from .quantize import DEFAULT_QUANT_SCALE, quantize
 from .settings import DEFAULT_SAE, MLM, VOCAB, VOCABULARY_PROJECTIONS, EncoderSettings
 from .sparse import SparseLatentModel
@@ -40,15 +40,6 @@ class LoadedModel:
     checkpoint: Checkpoint | None
 
 
-def _num_layers(model: str) -> int:
-    from transformers import AutoConfig
-
-    try:
-        return int(AutoConfig.from_pretrained(resolve_path(model)).num_hidden_layers)
-    except OSError as err:
-        raise ArtifactError(f"cannot load model config {model!r}: {str(err).splitlines()[0]}") from err
-
-
 def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedModel:
     """Any settings: a plain model + SAE, a trained checkpoint (its own projection unless ``sae`` is
     given), or the vocabulary twin (``sae="vocab"``). Mismatches are refused before backbone weights load."""
@@ -58,7 +49,7 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     bundled = ckpt is not None and spec == ckpt.projection_spec
     sae, recorded, recorded_scale = None, None, None
     if spec == MLM:
-        layer = settings.layer if settings.layer is not None else _num_layers(base_model)
+        layer = settings.layer if settings.layer is not None else int(model_config(base_model).num_hidden_layers)
     elif spec == VOCAB:
         layer = settings.layer if settings.layer is not None else (ckpt.layer if ckpt else None)
         if layer is None:
@@ -182,7 +173,7 @@ class SaeSparseEncoder:
         if not hasattr(self, "_labels"):
             from .labels import find_labels, vocab_labels
 
-            self._labels = (vocab_labels(self.tokenizer, self.dim) if self.settings.sae == VOCAB
+            self._labels = (vocab_labels(self.tokenizer, self.dim) if self.settings.sae in VOCABULARY_PROJECTIONS
                             else find_labels(self.info()))
         return self._labels
 

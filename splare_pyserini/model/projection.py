@@ -162,14 +162,19 @@ def check_same_model(given: str, recorded: str | None, sae: str) -> None:
                         f"use model {recorded} (or a local copy in a folder of that name)")
 
 
-def check_model_config(model: str, d_in: int) -> None:
-    """Refuse a backbone whose hidden size differs from the SAE's d_in, before loading weights."""
+def model_config(model: str):
+    """A backbone's Hugging Face config, read without its weights."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(resolve_path(model))
+        return AutoConfig.from_pretrained(resolve_path(model))
     except OSError as err:
         raise ArtifactError(f"cannot load model config {model!r}: {_first_line(err)}") from err
+
+
+def check_model_config(model: str, d_in: int) -> None:
+    """Refuse a backbone whose hidden size differs from the SAE's d_in, before loading weights."""
+    config = model_config(model)
     hidden = getattr(config, "hidden_size", None)
     if hidden is not None and hidden != d_in:
         raise ArtifactError(f"model {model!r} has hidden size {hidden} but the SAE expects d_in={d_in}; "
