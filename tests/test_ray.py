@@ -22,6 +22,7 @@ from splare_pyserini.errors import InputError
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is an optional extra, not installed: pip install -e '.[ray]'")
 SHARDS, CHUNK = 3, 5
+CHUNKS_PER_SHARD = 20  # the slice's 300 documents in 3 shards of 5-document chunks
 
 
 def snapshot(folder):
@@ -130,13 +131,25 @@ def test_worker_killed_mid_shard_is_retried_and_output_is_byte_identical(tmp_pat
     def a_shard_is_half_done():  # the driver logs which worker process holds each shard
         for line in list(lines):
             found = re.search(r"shard (\d)/3: started on worker \S+:(\d+)", line)
-            if found and 1 <= len(list((out / "corpus").glob(f"part-00{found[1]}-*.jsonl"))) <= 12:
+            if found and 1 <= len(list((out / "corpus").glob(f"part-00{found[1]}-*.jsonl"))) < CHUNKS_PER_SHARD:
                 victim.update(shard=int(found[1]), pid=int(found[2]))
                 return True
         return False
 
-    wait_for(a_shard_is_half_done, 120, "a shard with finished chunks, still being encoded")
-    os.kill(victim["pid"], signal.SIGKILL)  # mid-shard: its shard has finished chunks and more to go
+    # A shard of the tiny model is encoded in well under a second, quicker than the driver logs where it
+    # runs: freeze every worker as soon as the first chunk lands, so that a shard is caught mid-way whatever
+    # the machine's speed, then kill one whose shard has finished chunks and more to go.
+    wait_for(lambda: (out / "corpus").is_dir() and n_parts(out) >= 1, 120, "the first finished chunk")
+    frozen = shard_workers()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(a_shard_is_half_done, 60, "a shard with finished chunks, still being encoded")
+        os.kill(victim["pid"], signal.SIGKILL)
+    finally:
+        for pid in frozen:
+            if pid != victim.get("pid"):
+                os.kill(pid, signal.SIGCONT)
     assert driver.wait(timeout=300) == 0, "".join(lines)
     reader.join(timeout=10)
     stderr = "".join(lines)
