@@ -15,6 +15,8 @@ training and recomputes only rows whose settings changed); writes ``generalize.j
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import subprocess
 import sys
@@ -27,12 +29,13 @@ from .errors import ArtifactError, cli_main
 from .io import load_row, markdown_table, save_row, write_json
 from .model.artifacts import BASE_MODEL, content_hash
 from .model.checkpoint import read_checkpoint
-from .model.settings import DEFAULT_MODEL, DEFAULT_SAE, MLM, VOCAB
+from .model.settings import DEFAULT_MODEL, MLM, VOCAB
 from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_sparse_system
 from .training.losses import DISTILLATIONS
 
 log = logging.getLogger(__name__)
 SHIPPED_SETS = ("scifact", "nfcorpus", "cranfield", "cacm")
+DEFAULT_LAYER = 6  # of the leave-one-out models when no --sae records one
 MPNET = "all-mpnet-base-v2"
 SYSTEMS = ("bm25", "dense", "dense-mpnet", "splade-tiny", "default", "splare-loo", "vocab-loo", "hybrid")
 LABELS = {"bm25": "BM25", "dense": "dense MiniLM", "dense-mpnet": "dense mpnet", "splade-tiny": "SPLADE-tiny",
@@ -53,11 +56,16 @@ class GeneralizeConfig:
     distill: str | None = option("kl", "distillation from the teacher", choices=DISTILLATIONS)
     teacher: str = option(MPNET, "dense teacher (its embeddings are cached under --output, shared by all models)")
     model: str = option(BASE_MODEL, "backbone the leave-one-out models fine-tune")
-    sae: str = option(DEFAULT_SAE, "SAE of the leave-one-out SPLARE model (frozen)")
+    sae: str | None = option(None, "SAE of the leave-one-out SPLARE models (frozen); default: one trained per "
+                                   "held-out set with sae-lens on the other sets' documents and train queries")
+    sae_width: int = option(8192, "latents of each leave-one-out SAE (without --sae)")
+    sae_k: int = option(32, "latents active per token of each leave-one-out SAE (without --sae)")
+    sae_steps: int = option(300, "training steps of each leave-one-out SAE (without --sae)")
     layer: int | None = option(None, "layer of both models (default: the SAE's recorded layer)")
     negatives: str = option("bm25", "hard negatives of the training sources: bm25 or none")
     vocab_temperature: float = option(5.0, "InfoNCE temperature of the twin (its scores spread wider than the SAE's)")
     seed: int = option(0, "training seed")
+    split: str = option("test", "split of each held-out set the rows are scored on (dev: for choosing settings)")
     run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self) -> None:
@@ -68,6 +76,8 @@ class GeneralizeConfig:
         require(set(self.held_out or ()) <= set(self.datasets), "held_out: every held-out set must be in --datasets")
         require(self.steps >= 1 and self.train_batch_size >= 1, "steps and train_batch_size: must be >= 1")
         require(self.train_weight > 0 and self.corpus_weight >= 0, "train_weight > 0 and corpus_weight >= 0")
+        require(min(self.sae_width, self.sae_k, self.sae_steps) >= 1 and self.sae_k <= self.sae_width,
+                "sae_width, sae_k, sae_steps: must be >= 1, and sae_k <= sae_width")
 
 
 def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, corpus_weight: float) -> tuple[str, ...]:
@@ -84,33 +94,72 @@ def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, c
     return tuple(sources)
 
 
+def recipe_tag(fields: dict) -> str:
+    """A short name for a recipe: a model folder is reused only by the recipe that trained it."""
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_child(module: str, argv: list[str], what: Path) -> None:
+    """Train in a child interpreter: this process has booted the JVM (BM25, indexing), and libtorch
+    training under the JVM's signal handlers crashes (SIGSEGV); the child also resumes a killed run."""
+    proc = subprocess.run([sys.executable, "-m", module, *argv])
+    if proc.returncode != 0:
+        raise ArtifactError(f"training {what} failed (exit {proc.returncode}); rerun to resume")
+
+
+def loo_sae(cfg: GeneralizeConfig, held_out: str) -> str:
+    """The SAE of held-out set H's SPLARE model: ``--sae``, or one trained on every other set's text."""
+    if cfg.sae is not None:
+        return cfg.sae
+    from .training.sae import TrainSaeConfig
+
+    sources = tuple(name for name in cfg.datasets if name != held_out)
+    recipe = {"sources": sources, "model": cfg.model, "layer": cfg.layer or DEFAULT_LAYER, "d_sae": cfg.sae_width,
+              "k": cfg.sae_k, "steps": cfg.sae_steps, "seed": cfg.seed}
+    folder = Path(cfg.output) / "models" / f"sae-without-{held_out}-{recipe_tag(recipe)}"
+    if not (folder / "cfg.json").is_file():
+        sae_cfg = TrainSaeConfig(input=sources, output=str(folder), model=cfg.model, layer=recipe["layer"],
+                                 d_sae=cfg.sae_width, k=cfg.sae_k, steps=cfg.sae_steps, seed=cfg.seed)
+        run_child("splare_pyserini.train_sae", config_to_argv(sae_cfg), folder)
+    return str(folder)
+
+
 def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
-    """The leave-one-out model (``projection``: the shipped SAE, or the vocabulary twin), trained or resumed."""
+    """The leave-one-out model (``projection``: an SAE, or the vocabulary twin), trained or resumed."""
+    from .model.projection import load_sae, recorded_layer
     from .training.trainer import TrainConfig
 
-    from .model.projection import load_sae, recorded_layer
-
     twin = projection == VOCAB
-    layer = cfg.layer or recorded_layer(load_sae(cfg.sae))
-    train_cfg = TrainConfig(
-        sources=loo_sources(held_out, cfg.datasets, cfg.train_weight, cfg.corpus_weight),
-        output=str(Path(cfg.output) / "models" / f"{'vocab' if twin else 'splare'}-without-{held_out}"),
-        model=cfg.model, sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.train_batch_size,
-        negatives=cfg.negatives,
-        temperature=cfg.vocab_temperature if twin else 1.0, distill=cfg.distill, teacher=cfg.teacher,
-        teacher_cache=str(Path(cfg.output) / "teacher"), seed=cfg.seed)
+    layer = cfg.layer or (DEFAULT_LAYER if twin and cfg.sae is None else recorded_layer(load_sae(cfg.sae or projection)))
+    fields = dict(sources=loo_sources(held_out, cfg.datasets, cfg.train_weight, cfg.corpus_weight), model=cfg.model,
+                  sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.train_batch_size,
+                  negatives=cfg.negatives, temperature=cfg.vocab_temperature if twin else 1.0, distill=cfg.distill,
+                  teacher=cfg.teacher, seed=cfg.seed)
+    name = f"{'vocab' if twin else 'splare'}-without-{held_out}-{recipe_tag(fields)}"
+    train_cfg = TrainConfig(output=str(Path(cfg.output) / "models" / name),
+                            teacher_cache=str(Path(cfg.output) / "teacher"), **fields)
     checkpoint = Path(train_cfg.output) / "checkpoint"
     if not (checkpoint / "splare.json").is_file():
-        # in a child interpreter: this process has booted the JVM (BM25, indexing), and libtorch training
-        # under the JVM's signal handlers crashes (SIGSEGV); the child also resumes a killed training
-        proc = subprocess.run([sys.executable, "-m", "splare_pyserini.train", *config_to_argv(train_cfg)])
-        if proc.returncode != 0:
-            raise ArtifactError(f"training {train_cfg.output} failed (exit {proc.returncode}); rerun to resume")
+        run_child("splare_pyserini.train", config_to_argv(train_cfg), Path(train_cfg.output))
     return checkpoint
 
 
-def what_it_saw(system: str, held_out: str, default_training: dict) -> str:
+def sae_saw(sae: str, held_out: str) -> bool:
+    """Whether an SAE's recorded training text (its training.json) includes the held-out set."""
+    from .model.artifacts import resolve_path
+
+    record = Path(resolve_path(sae)) / "training.json"
+    if not record.is_file():
+        return False
+    sources = json.loads(record.read_text(encoding="utf-8")).get("sources") or [
+        json.loads(record.read_text(encoding="utf-8")).get("source", "")]
+    return any(Path(str(s)).name == held_out for s in sources)
+
+
+def what_it_saw(system: str, held_out: str, default_training: dict, cfg: GeneralizeConfig | None = None) -> str:
     """What a system's model saw of the held-out set: nothing / unlabeled corpus text / train judgments."""
+    if system in ("splare-loo", "hybrid") and cfg is not None and cfg.sae is not None and sae_saw(cfg.sae, held_out):
+        return "unlabeled corpus text (its SAE's training text)"
     if system != "default":
         return "nothing"
     from .training.sources import SourceSpec
@@ -130,27 +179,27 @@ def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Datase
     from .model.encoder import SaeSparseEncoder
     from .pipeline import qrels_file
 
-    sets = Path(cfg.output) / held_out
     if system == "bm25":
         return run_bm25_system(data, resolve_beir_folder(held_out), folder, cfg.run)
     if system in ("dense", "dense-mpnet"):
         return run_dense_system(DenseEncoder(BASE_MODEL if system == "dense" else MPNET), data, folder, cfg.run)
     if system == "hybrid":
-        runs = [sets / "splare-loo" / "run.trec", sets / "bm25" / "run.trec"]
+        runs = [folder.parent / "splare-loo" / "run.trec", folder.parent / "bm25" / "run.trec"]
         fused = fuse_runs(runs, folder / "run.trec", hits=cfg.run.hits)
         return evaluate_run(data.qrels, fused, qrels_file(data, folder))
     encoder = {"splade-tiny": lambda: SaeSparseEncoder("splade-tiny", sae=MLM),
                "default": lambda: SaeSparseEncoder(),
-               "splare-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, cfg.sae))),
+               "splare-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, loo_sae(cfg, held_out)))),
                "vocab-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, VOCAB)))}[system]()
     return run_sparse_system(encoder, data, folder, cfg.run)
 
 
 def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:
     """What a row's figures depend on: its system, the run settings and, for trained rows, the recipe."""
-    key: dict = {"system": system, "held_out": held_out, "run": asdict(cfg.run)}
+    key: dict = {"system": system, "held_out": held_out, "split": cfg.split, "run": asdict(cfg.run)}
     if system in ("splare-loo", "vocab-loo", "hybrid"):
-        key["recipe"] = {k: v for k, v in asdict(cfg).items() if k not in ("output", "systems", "run", "held_out")}
+        key["recipe"] = {k: v for k, v in asdict(cfg).items()
+                         if k not in ("output", "systems", "run", "held_out", "split")}
     if system == "default":
         key["model"] = content_hash(DEFAULT_MODEL)
     return key
@@ -164,33 +213,39 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
         order = [s for s in ("bm25", "splare-loo") if s not in order] + order
     results: dict[str, dict[str, dict]] = {}
     for held_out in cfg.held_out or cfg.datasets:
-        data = load_beir(resolve_beir_folder(held_out), "test", need_qrels=True)
+        data = load_beir(resolve_beir_folder(held_out), cfg.split, need_qrels=True)
         results[held_out] = {}
         for system in order:
-            folder = output / held_out / system
+            folder = output / scored_name(held_out, cfg.split) / system
             key = row_key(system, cfg, held_out)
             row = load_row(folder / "result.json", key)
             if row is None:
                 log.info("%s %s: running", held_out, system)
                 row = score_system(system, cfg, held_out, data, folder)
-                row["saw"] = what_it_saw(system, held_out, default_training)
+                row["saw"] = what_it_saw(system, held_out, default_training, cfg)
                 save_row(folder / "result.json", key, row)
             if system in cfg.systems:
                 results[held_out][system] = row
-    write_json(output / "generalize.json", {"config": asdict(cfg), "results": results})
-    table = markdown(results)
-    (output / "generalize.md").write_text(table + "\n", encoding="utf-8")
+    stem = scored_name("generalize", cfg.split)
+    write_json(output / f"{stem}.json", {"config": asdict(cfg), "results": results})
+    table = markdown(results, cfg.split)
+    (output / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     return results
 
 
-def markdown(results: dict[str, dict[str, dict]]) -> str:
+def scored_name(name: str, split: str) -> str:
+    """Test rows keep the plain name; rows of another split are kept apart (``nfcorpus.dev``)."""
+    return name if split == "test" else f"{name}.{split}"
+
+
+def markdown(results: dict[str, dict[str, dict]], split: str = "test") -> str:
     parts = []
     for held_out, rows in results.items():
         bm25 = rows.get("bm25", {}).get("nDCG@10")
         body = [[LABELS[s], row.get("saw", ""), f"{row['nDCG@10']:.4f}", f"{row['R@100']:.4f}",
                  f"{row['nDCG@10'] / bm25:.3f}" if bm25 else ""] for s, row in rows.items()]
-        parts.append(f"**{held_out}** (test)\n\n" + markdown_table(
+        parts.append(f"**{held_out}** ({split})\n\n" + markdown_table(
             ("system", f"saw of {held_out}", "nDCG@10", "R@100", "nDCG@10 / BM25"), body))
     return "\n\n".join(parts)
 

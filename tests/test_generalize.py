@@ -1,11 +1,12 @@
 """The leave-one-out protocol: what each model may see, and one end-to-end run on two tiny sets."""
 import json
+from pathlib import Path
 
 import pytest
 
 from helpers import TOPICS, build_tiny_beir
 from splare_pyserini.errors import InputError
-from splare_pyserini.generalize import GeneralizeConfig, loo_sources, run_generalize, what_it_saw
+from splare_pyserini.generalize import GeneralizeConfig, loo_sae, loo_sources, run_generalize, what_it_saw
 
 COMPUTING = ["compiler design", "operating systems", "database indexes", "network protocols", "garbage collection",
              "cache memory", "file systems", "parallel algorithms"]
@@ -26,6 +27,9 @@ def test_what_the_shipped_default_saw():
     mixed = {"sources": ["scifact:train", "cacm:corpus=0.5"]}
     assert what_it_saw("default", "cacm", mixed) == "unlabeled corpus text"
     assert what_it_saw("bm25", "scifact", in_domain) == "nothing"
+    shipped_sae = GeneralizeConfig(sae="minilm-l6-layer6-topk-sae")  # trained on SciFact's text
+    assert what_it_saw("splare-loo", "scifact", {}, shipped_sae) == "unlabeled corpus text (its SAE's training text)"
+    assert what_it_saw("splare-loo", "cacm", {}, shipped_sae) == "nothing"
     with pytest.raises(InputError, match="unknown"):
         GeneralizeConfig(systems=("bm42",))
 
@@ -47,9 +51,29 @@ def test_protocol_end_to_end_on_two_tiny_sets(tmp_path, tiny_model, tiny_sae, mo
         assert list(rows) == ["bm25", "splare-loo", "vocab-loo", "hybrid"]
         assert all(0 < row["nDCG@10"] <= 1 for row in rows.values())
         assert rows["bm25"]["nDCG@10"] > 0.5  # the tiny sets are lexical: BM25 finds them
-        trained = json.loads((tmp_path / "out" / "models" / f"splare-without-{held_out}" / "checkpoint" /
-                              "splare.json").read_text())["training"]["sources"]
+        [model] = (tmp_path / "out" / "models").glob(f"splare-without-{held_out}-*")
+        trained = json.loads((model / "checkpoint" / "splare.json").read_text())["training"]["sources"]
         assert trained and not any(s.startswith(held_out) for s in trained)
     assert "**medical** (test)" in (tmp_path / "out" / "generalize.md").read_text()
     again = run_generalize(cfg)  # every row cached
     assert again == json.loads(json.dumps(results))
+
+
+@pytest.mark.integration
+def test_each_held_out_set_gets_an_sae_trained_on_the_other_sets_only(tmp_path, tiny_model, monkeypatch):
+    """Without --sae, held-out set H's SPLARE model uses an SAE trained on the text of the other sets
+    (documents and non-test queries): nothing of H reaches any part of the model."""
+    roots = tmp_path / "sets"
+    for name, topics, prefix in (("medical", TOPICS, ""), ("computing", COMPUTING, "c"), ("third", TOPICS[:4], "t")):
+        build_tiny_beir(roots / name, topics, prefix)
+    monkeypatch.setenv("SPLARE_BEIR_DIR", str(roots))
+    cfg = GeneralizeConfig(output=str(tmp_path / "out"), datasets=("medical", "computing", "third"),
+                           model=str(tiny_model), sae_width=32, sae_k=4, sae_steps=3, layer=2)
+    sae = Path(loo_sae(cfg, "medical"))
+    assert sae.name.startswith("sae-without-medical-")
+    record = json.loads((sae / "training.json").read_text())
+    assert record["sources"] == ["computing", "third"] and (record["d_sae"], record["k"]) == (32, 4)
+    built = (sae / "cfg.json").stat().st_mtime_ns
+    assert loo_sae(cfg, "medical") == str(sae) and (sae / "cfg.json").stat().st_mtime_ns == built  # reused
+    assert what_it_saw("splare-loo", "medical", {}, GeneralizeConfig(sae=str(sae))) == "nothing"
+    assert what_it_saw("splare-loo", "computing", {}, GeneralizeConfig(sae=str(sae))).startswith("unlabeled")

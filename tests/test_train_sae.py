@@ -83,3 +83,29 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys, argv, message):
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith(message)
+
+
+def test_training_texts_leave_out_test_queries():
+    """The SAE trains on documents and train/dev queries, never on a test split's queries."""
+    from splare_pyserini.datasets import load_beir
+    from splare_pyserini.training.sae import training_texts
+
+    texts = set(training_texts("scifact"))
+    train, test = load_beir("scifact", "train"), load_beir("scifact", "test")
+    assert all(d.text in texts for d in test.corpus[:50])
+    assert all(q.text in texts for q in train.queries)
+    only_test = [q.text for q in test.queries if q.text not in {t.text for t in train.queries}]
+    assert only_test and not any(t in texts for t in only_test)
+    cranfield = training_texts("cranfield")  # a test-only set: its documents, none of its queries
+    assert len(cranfield) == len([d for d in load_beir("cranfield").corpus if d.text])
+
+
+def test_several_sources_get_equal_token_shares(tiny_model, tmp_path):
+    from splare_pyserini.model.backbone import load_backbone
+    from splare_pyserini.training.sae import collect_source_activations
+
+    big = write_jsonl(tmp_path / "big.jsonl", [{"_id": f"b{i}", "text": "long text " * 40} for i in range(40)])
+    small = write_jsonl(tmp_path / "small.jsonl", [{"_id": f"s{i}", "text": "short"} for i in range(40)])
+    tokenizer, backbone = load_backbone(str(tiny_model), 2)
+    acts = collect_source_activations(tokenizer, backbone, [str(big), str(small)], 64, max_tokens=100)
+    assert acts.shape[0] == 50 + 40  # the big source stops at its share; the small one gives all it has

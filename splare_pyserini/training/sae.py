@@ -5,6 +5,7 @@ format (``SAE.load_from_disk`` reads it), fp16 unless ``--fp32``, with a model c
 was made. The defaults are the shipped SAE's recipe (layer 6, 8192 latents, k = 32).
 
     python -m splare_pyserini.train_sae --input scifact --output models/my-sae
+    python -m splare_pyserini.train_sae --input scifact nfcorpus cranfield cacm --output models/my-sae
 
 ``--calibrate-only`` records ``splare_quant_scale`` in an existing SAE folder ``--output`` (e.g. a
 public SAE's local copy) from the states of the texts of ``--input``.
@@ -16,11 +17,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from ..config import option, parse_config, require
-from ..datasets import load_beir, load_ir_datasets, looks_like_ir_datasets_id, read_jsonl
+from ..datasets import (load_beir, load_ir_datasets, looks_like_ir_datasets_id, read_beir_qrels, read_jsonl,
+                        resolve_beir_folder)
 from ..errors import ArtifactError, cli_main
 from ..io import atomic_dir, atomic_write
 from ..model.artifacts import BASE_MODEL
@@ -36,7 +39,9 @@ STATS_TOKENS = 20_000  # training states the saved SAE's quality figures are mea
 
 @dataclass(frozen=True)
 class TrainSaeConfig:
-    input: str = option(help="BEIR folder or name, JSONL file, or ir_datasets id (documents and queries)")
+    input: tuple[str, ...] = option(help="one or more BEIR folders or names, JSONL files or ir_datasets ids (their "
+                                         "documents, and queries of every split but test); each source gets an equal "
+                                         "share of --max-tokens")
     output: str = option(help="folder to save the SAE in (with --calibrate-only: the existing SAE folder)")
     model: str = option(BASE_MODEL, "backbone whose hidden states the SAE reconstructs")
     layer: int = option(6, "hidden_states index (1..num_layers)")
@@ -54,6 +59,9 @@ class TrainSaeConfig:
     def __post_init__(self) -> None:
         for name in ("layer", "d_sae", "k", "steps", "batch_size", "max_length"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        if isinstance(self.input, str):
+            object.__setattr__(self, "input", (self.input,))  # one source given as a string
+        require(len(self.input) >= 1, "input: give at least one source")
         require(self.max_tokens is None or self.max_tokens >= 1, f"max_tokens: must be >= 1, got {self.max_tokens}")
         require(self.lr > 0, f"lr: must be > 0, got {self.lr}")
         require(self.k <= self.d_sae, f"k: {self.k} is more than d_sae {self.d_sae}")
@@ -62,14 +70,39 @@ class TrainSaeConfig:
 
 
 def training_texts(source: str) -> list[str]:
-    """Documents and all queries of a BEIR folder, JSONL file or ir_datasets id."""
+    """Documents, and the queries of every split but test, of a BEIR folder, JSONL file or ir_datasets id.
+
+    Test queries are left out even though no judgment is used: test splits are for final figures only."""
     if Path(source).is_file():
         return [r.text for r in read_jsonl(source)]
     if looks_like_ir_datasets_id(source):
         ds = load_ir_datasets(source)
-    else:
-        ds = load_beir(source, split="__all__")
-    return [r.text for r in ds.corpus + ds.queries if r.text]
+        return [r.text for r in ds.corpus + ds.queries if r.text]
+    ds = load_beir(source, split="__all__")
+    queries = [q for q in ds.queries if q.id in non_test_query_ids(resolve_beir_folder(source))]
+    return [r.text for r in ds.corpus + queries if r.text]
+
+
+def non_test_query_ids(folder: Path) -> set[str]:
+    """Ids of the queries judged in a BEIR folder's qrels files other than test (none if it has only test)."""
+    ids: set[str] = set()
+    for qrels in sorted((folder / "qrels").glob("*.tsv")):
+        if qrels.stem != "test":
+            ids |= set(read_beir_qrels(qrels))
+    return ids
+
+
+def collect_source_activations(tokenizer, backbone, sources: Sequence[str], max_length: int,
+                               max_tokens: int | None) -> torch.Tensor:
+    """Hidden states of every source's texts, an equal share of ``max_tokens`` each, so that a large
+    collection does not crowd out a small one (the SAE's latents follow what it is trained on)."""
+    share = None if max_tokens is None else max(1, max_tokens // len(sources))
+    parts = []
+    for source in sources:
+        log.info("activations of %s", source)
+        parts.append(collect_activations(TextBatcher(tokenizer), backbone, training_texts(source), max_length,
+                                         max_tokens=share))
+    return torch.cat(parts)
 
 
 def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> Path:
@@ -84,8 +117,8 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     torch.manual_seed(cfg.seed)
     started = time.time()
     tokenizer, backbone = load_backbone(cfg.model, cfg.layer)
-    acts = activations if activations is not None else collect_activations(
-        TextBatcher(tokenizer), backbone, training_texts(cfg.input), cfg.max_length, max_tokens=cfg.max_tokens)
+    acts = activations if activations is not None else collect_source_activations(
+        tokenizer, backbone, cfg.input, cfg.max_length, cfg.max_tokens)
     seconds_acts = time.time() - started
     hook_name = f"{backbone.layers_name}.{cfg.layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
     sae_cfg = TopKTrainingSAEConfig(
@@ -110,7 +143,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
         trained.save_inference_model(tmp)
         if not cfg.fp32:
             SAE.load_from_disk(tmp, dtype="float16").save_model(tmp)
-        record = {"source": cfg.input, "model": cfg.model, "layer": cfg.layer, "hook_name": hook_name,
+        record = {"source": ", ".join(cfg.input), "sources": list(cfg.input), "model": cfg.model, "layer": cfg.layer, "hook_name": hook_name,
                   "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch, "lr": cfg.lr,
                   "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
                   "distinct_tokens": int(acts.shape[0]), "seconds_activations": round(seconds_acts, 1),
@@ -131,7 +164,7 @@ def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
     return {"explained_variance": round(float(1 - fvu), 4), "alive_fraction_on_sample": round(float(alive), 4)}
 
 
-def calibrate_saved_sae(folder: str | Path, source: str, model: str = BASE_MODEL,
+def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: str = BASE_MODEL,
                         max_texts: int = CALIBRATION_TEXTS, max_length: int = 256) -> float:
     """Record ``splare_quant_scale`` in a saved SAE's cfg.json metadata; returns the scale."""
     from ..model.projection import load_sae, recorded_layer
@@ -142,8 +175,9 @@ def calibrate_saved_sae(folder: str | Path, source: str, model: str = BASE_MODEL
     if layer is None:
         raise ArtifactError(f"{folder}: the SAE records no layer (metadata hook_name)")
     tokenizer, backbone = load_backbone(model, layer)
-    acts = collect_activations(TextBatcher(tokenizer), backbone, training_texts(source)[:max_texts], max_length,
-                               max_tokens=CALIBRATION_TOKENS)
+    sources = [source] if isinstance(source, str) else list(source)
+    texts = [t for s in sources for t in training_texts(s)[:max(1, max_texts // len(sources))]]
+    acts = collect_activations(TextBatcher(tokenizer), backbone, texts, max_length, max_tokens=CALIBRATION_TOKENS)
     scale = calibrate_quant_scale(sae, acts)
     cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
     cfg.setdefault("metadata", {})["splare_quant_scale"] = scale
@@ -161,8 +195,9 @@ Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` an
 
 - hook: `{r['hook_name']}` (output of block {r['layer']}, i.e. Hugging Face `hidden_states[{r['layer']}]`)
 - d_in -> d_sae: {r['d_sae']} latents, k = {r['k']} active per token
-- data: hidden states of every non-special token of the texts in `{r['source']}` (documents and queries,
-  no relevance labels), at most {r['max_length']} tokens per text: {r['distinct_tokens']:,} token states
+- data: hidden states of every non-special token of the texts in `{r['source']}` (documents, and queries of
+  every split but test; no relevance labels; an equal share of tokens per source), at most {r['max_length']}
+  tokens per text: {r['distinct_tokens']:,} token states
 - training: {r['steps']} steps x {r['batch_size']} states ({r['training_tokens']:,} samples), lr {r['lr']}
   (cosine to lr/10), seed {r['seed']}
 - wall time on CPU ({r['torch_threads']} threads): activations {r['seconds_activations']} s,
