@@ -7,6 +7,7 @@ complete; each also runs alone (``encode``, ``index``, ``search``, ``evaluate`` 
 ``splare_pyserini.distributed``); queries, indexing and search stay in this process.
 
     python -m splare_pyserini.beir --dataset scifact --output runs/scifact
+    python -m splare_pyserini.beir --dataset nfcorpus --output runs/nfcorpus --baselines splade-tiny dense-mpnet
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .datasets import load_beir, resolve_beir_folder
 from .distributed import RaySettings
 from .errors import cli_main
 from .io import markdown_table, write_json
+from .model.artifacts import BASE_MODEL
 from .model.encoder import SaeSparseEncoder
 from .model.settings import EncoderSettings
 from .pipeline import RunSettings, run_bm25_system, run_sparse_system
@@ -27,12 +29,35 @@ log = logging.getLogger(__name__)
 COLUMNS = ("nDCG@10", "R@100", "doc nnz", "query nnz", "index MB", "encode docs/s")
 
 
+def _splade_tiny(data, folder: Path, cfg: "BeirConfig") -> dict:
+    """Vocabulary SPLADE trained on MS MARCO (no one here trained it), through its own MLM head."""
+    from .model.settings import MLM
+
+    return run_sparse_system(SaeSparseEncoder("splade-tiny", sae=MLM, device=cfg.device), data, folder, cfg.run,
+                             split=cfg.split)
+
+
+def _dense(model: str):
+    def run(data, folder: Path, cfg: "BeirConfig") -> dict:
+        from .model.dense import DenseEncoder
+        from .pipeline import run_dense_system
+
+        return run_dense_system(DenseEncoder(model, device=cfg.device), data, folder, cfg.run, split=cfg.split)
+    return run
+
+
+BASELINES = {"splade-tiny": ("SPLADE-tiny", _splade_tiny), "dense": ("dense MiniLM", _dense(BASE_MODEL)),
+             "dense-mpnet": ("dense mpnet", _dense("all-mpnet-base-v2"))}
+
+
 @dataclass(frozen=True)
 class BeirConfig:
     output: str = option(help="folder for vectors, indexes, runs and scores.json")
     dataset: str = option("scifact", "BEIR folder, or a name (looked up in $SPLARE_BEIR_DIR, then the shipped sets)")
     split: str = option("test", "qrels split whose queries are run")
     bm25: bool = option(True, "run the BM25 baseline too")
+    baselines: tuple[str, ...] = option((), "more systems scored beside SPLARE, none by default: "
+                                            f"{', '.join(BASELINES)}")
     device: str = option("cpu", "torch device")
     shard_num: int = option(1, "corpus shards encoded across the Ray workers (with --ray; the files are "
                                "those of encode --shard-id 0..N-1 --shard-num N)")
@@ -42,6 +67,8 @@ class BeirConfig:
 
     def __post_init__(self) -> None:
         require(self.shard_num >= 1, f"shard_num: must be >= 1, got {self.shard_num}")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        require(not unknown, f"baselines: unknown {unknown}; choose from {', '.join(BASELINES)}")
         require(self.shard_num == 1 or self.distributed.ray is not None,
                 "shard_num: more than one shard needs --ray (one process writes one shard per run)")
 
@@ -57,6 +84,9 @@ def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[s
                                            corpus_encoder=corpus_encoder)}
     if cfg.bm25:
         results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split)
+    for name in cfg.baselines:
+        label, run_baseline = BASELINES[name]
+        results[label] = run_baseline(data, output / name, cfg)
     write_json(output / "scores.json", {"dataset": str(cfg.dataset), "split": cfg.split, "encoder": encoder.info(),
                                         "results": results})
     return results
