@@ -19,6 +19,7 @@ from .datasets import load_beir, resolve_beir_folder
 from .distributed import RaySettings
 from .errors import cli_main
 from .io import markdown_table, write_json
+from .lucene.index import BM25_LANGUAGES
 from .model.encoder import SaeSparseEncoder
 from .model.settings import EncoderSettings
 from .pipeline import RunSettings, run_bm25_system, run_sparse_system
@@ -33,6 +34,8 @@ class BeirConfig:
     dataset: str = option("scifact", "BEIR folder, or a name (looked up in $SPLARE_BEIR_DIR, then the shipped sets)")
     split: str = option("test", "qrels split whose queries are run")
     bm25: bool = option(True, "run the BM25 baseline too")
+    language: str = option("en", "analyzer of the BM25 baseline (Anserini's -language: en, de, es, ar, zh, ...)",
+                           choices=BM25_LANGUAGES)
     device: str = option("cpu", "torch device")
     shard_num: int = option(1, "corpus shards encoded across the Ray workers (with --ray; the files are "
                                "those of encode --shard-id 0..N-1 --shard-num N)")
@@ -56,7 +59,8 @@ def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[s
     results = {"SPLARE": run_sparse_system(encoder, data, output / "splare", cfg.run, split=cfg.split,
                                            corpus_encoder=corpus_encoder)}
     if cfg.bm25:
-        results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split)
+        results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split,
+                                          language=cfg.language)
     write_json(output / "scores.json", {"dataset": str(cfg.dataset), "split": cfg.split, "encoder": encoder.info(),
                                         "results": results})
     return results
@@ -78,7 +82,10 @@ def format_table(dataset: str, results: dict[str, dict]) -> str:
     def cell(row: dict, column: str) -> str:
         value = row.get(column, "")
         return f"{value:.4f}" if column in ("nDCG@10", "R@100") and value != "" else str(value)
-    return markdown_table((dataset,) + COLUMNS, [[system] + [cell(row, c) for c in COLUMNS]
+    def label(system: str, row: dict) -> str:
+        language = row.get("language", "en")
+        return system if language == "en" else f"{system} ({language} analyzer)"
+    return markdown_table((dataset,) + COLUMNS, [[label(system, row)] + [cell(row, c) for c in COLUMNS]
                                                 for system, row in results.items()])
 
 

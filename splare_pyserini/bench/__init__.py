@@ -26,6 +26,7 @@ from ..config import option, parse_config, require
 from ..datasets import list_beir_folders, load_beir, resolve_beir_folder, write_beir_slice
 from ..errors import InputError, cli_main
 from ..io import atomic_write, load_row, save_row, write_json
+from ..lucene.index import BM25_LANGUAGES
 from ..model.artifacts import content_hash
 from ..model.settings import DEFAULT_MODEL, EncoderSettings
 from ..pipeline import RunSettings
@@ -58,6 +59,8 @@ class BenchConfig:
     cost_docs: int | None = option(None, "documents timed for encode cost (default: 256; with --quick: 48)")
     cost_repeats: int | None = option(None, "best of this many timings of encode cost (default: 2; with --quick: 1)")
     latency_queries: int | None = option(None, "queries timed for latency (default: all)")
+    language: str = option("en", "analyzer of the BM25 system (Anserini's -language: en, de, es, ar, zh, ...)",
+                           choices=BM25_LANGUAGES)
     run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self) -> None:
