@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import option, parse_config, require
+from .config import check_fields, option, parse_config, require
 from .datasets import load_beir, resolve_beir_folder
 from .distributed import RaySettings
 from .errors import cli_main
@@ -44,6 +44,7 @@ class BeirConfig:
     distributed: RaySettings = field(default_factory=RaySettings)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         require(self.shard_num >= 1, f"shard_num: must be >= 1, got {self.shard_num}")
         require(self.shard_num == 1 or self.distributed.ray is not None,
                 "shard_num: more than one shard needs --ray (one process writes one shard per run)")

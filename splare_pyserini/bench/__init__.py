@@ -22,7 +22,7 @@ import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..config import option, parse_config, require
+from ..config import check_fields, option, parse_config, require
 from ..datasets import list_beir_folders, load_beir, resolve_beir_folder, write_beir_slice
 from ..errors import InputError, cli_main
 from ..io import atomic_write, load_row, save_row, write_json
@@ -71,6 +71,7 @@ class BenchConfig:
         unknown = [s for s in self.systems if s not in REGISTRY]
         require(not unknown, f"systems: unknown {unknown}; choose from {list(SYSTEM_NAMES)}")
         require(bool(self.systems), f"systems: choose at least one of {list(SYSTEM_NAMES)}")
+        check_fields(self)
         for name in ("vocab_layer", "topk", "query_topk", "pruned_topk", "pruned_query_topk", "max_length",
                      "query_max_length", "cost_docs", "cost_repeats", "latency_queries"):
             value = getattr(self, name)

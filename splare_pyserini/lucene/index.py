@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import option, parse_config
+from ..config import check_fields, option, parse_config
 from ..datasets import iter_json_lines, resolve_beir_folder
 from ..errors import ArtifactError, InputError, cli_main
 from ..io import atomic_dir, atomic_write
@@ -37,6 +37,9 @@ class IndexConfig:
     language: str = option("en", "analyzer of the BM25 index (Anserini's -language)", choices=BM25_LANGUAGES)
     threads: int = option(1, "indexing threads")
     overwrite: bool = option(False, "rebuild an existing index")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def run_anserini_indexer(args: list[str]) -> None:
