@@ -131,3 +131,22 @@ def test_bm25_language_is_validated_before_anything_runs():
     for config in (BeirConfig, BenchConfig):
         with pytest.raises(InputError, match="language: 'xx' is not one of en, ar"):
             config(output="x", language="xx")
+
+
+def test_xquad_sets_name_their_languages_and_ratios_divide_by_the_document_language():
+    from splare_pyserini.xquad import XquadConfig, ratios, report, set_languages
+
+    assert set_languages("xquad-de") == ("de", "de")
+    assert set_languages("xquad-xling-en-zh") == ("en", "zh")
+    with pytest.raises(InputError, match="is not named xquad-<lang>"):
+        set_languages("scifact")
+    with pytest.raises(InputError, match="systems: unknown"):
+        XquadConfig(systems=("bm25", "nope"))
+    row = lambda ndcg: {"nDCG@10": ndcg, "R@100": 1.0}  # noqa: E731
+    results = {"xquad-de": {"bm25": row(0.8), "splare-me5": row(0.5)},
+               "xquad-xling-en-de": {"bm25": row(0.4), "splare-me5": row(0.45)},
+               "xquad-xling-de-en": {"bm25": row(0.3)}}  # no xquad-en: no ratio for de->en
+    assert ratios(results) == {"xquad-xling-en-de": {"bm25": 0.5, "splare-me5": 0.9}}
+    table = report(results, ("bm25", "splare-me5"))
+    assert "| xquad-xling-en-de | 0.4000 | 1.0000 | 0.4500 | 1.0000 |" in table
+    assert "| xquad-xling-en-de | 0.500 | 0.900 |" in table
