@@ -15,12 +15,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import option, parse_config, require
+from .config import check_fields, option, parse_config, require
 from .datasets import load_beir, resolve_beir_folder
 from .distributed import RaySettings
 from .errors import cli_main
 from .io import markdown_table, write_json
 from .model.artifacts import BASE_MODEL
+from .lucene.index import BM25_LANGUAGES
 from .model.encoder import SaeSparseEncoder
 from .model.settings import EncoderSettings
 from .pipeline import RunSettings, run_bm25_system, run_sparse_system
@@ -58,6 +59,8 @@ class BeirConfig:
     bm25: bool = option(True, "run the BM25 baseline too")
     baselines: tuple[str, ...] = option((), "more systems scored beside SPLARE, none by default: "
                                             f"{', '.join(BASELINES)}")
+    language: str = option("en", "analyzer of the BM25 baseline (Anserini's -language: en, de, es, ar, zh, ...)",
+                           choices=BM25_LANGUAGES)
     device: str = option("cpu", "torch device")
     shard_num: int = option(1, "corpus shards encoded across the Ray workers (with --ray; the files are "
                                "those of encode --shard-id 0..N-1 --shard-num N)")
@@ -66,6 +69,7 @@ class BeirConfig:
     distributed: RaySettings = field(default_factory=RaySettings)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         require(self.shard_num >= 1, f"shard_num: must be >= 1, got {self.shard_num}")
         unknown = [b for b in self.baselines if b not in BASELINES]
         require(not unknown, f"baselines: unknown {unknown}; choose from {', '.join(BASELINES)}")
@@ -83,7 +87,8 @@ def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[s
     results = {"SPLARE": run_sparse_system(encoder, data, output / "splare", cfg.run, split=cfg.split,
                                            corpus_encoder=corpus_encoder)}
     if cfg.bm25:
-        results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split)
+        results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split,
+                                          language=cfg.language)
     for name in cfg.baselines:
         label, run_baseline = BASELINES[name]
         results[label] = run_baseline(data, output / name, cfg)
@@ -108,7 +113,10 @@ def format_table(dataset: str, results: dict[str, dict]) -> str:
     def cell(row: dict, column: str) -> str:
         value = row.get(column, "")
         return f"{value:.4f}" if column in ("nDCG@10", "R@100") and value != "" else str(value)
-    return markdown_table((dataset,) + COLUMNS, [[system] + [cell(row, c) for c in COLUMNS]
+    def label(system: str, row: dict) -> str:
+        language = row.get("language", "en")
+        return system if language == "en" else f"{system} ({language} analyzer)"
+    return markdown_table((dataset,) + COLUMNS, [[label(system, row)] + [cell(row, c) for c in COLUMNS]
                                                 for system, row in results.items()])
 
 

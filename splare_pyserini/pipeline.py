@@ -90,17 +90,19 @@ def run_sparse_system(encoder, data: Dataset, folder: str | Path, run: RunSettin
 
 
 def run_bm25_system(data: Dataset, beir_folder: str | Path, folder: str | Path, run: RunSettings = RunSettings(),
-                    measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test") -> dict:
-    """Stock BM25 (Anserini defaults) on the same topics, under ``folder`` (``index/``, ``run.trec``)."""
+                    measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test", language: str = "en") -> dict:
+    """Stock BM25 (Anserini defaults, the analyzer of ``language``) on the same topics, under ``folder``
+    (``index/``, ``run.trec``); an index built with another analyzer is rebuilt."""
     folder = Path(folder)
     index = folder / "index"
-    if read_index_info(index) is None:
-        index_bm25(beir_folder, index, threads=run.threads, overwrite=True)
+    info = read_index_info(index)
+    if info is None or info.get("language", "en") != language:
+        index_bm25(beir_folder, index, threads=run.threads, overwrite=True, language=language)
     topics = write_topics(data.queries, folder / "topics.tsv")
     trec = search_topics(open_bm25_searcher(index), topics, folder / "run.trec", run.hits, run.threads,
                          run.search_batch_size)
     return {**evaluate_run(data.qrels, trec, qrels_file(data, folder, split), measures),
-            "index MB": round(index_size_bytes(index) / 1e6, 3)}
+            "index MB": round(index_size_bytes(index) / 1e6, 3), "language": language}
 
 
 def encode_dense_corpus(dense, data: Dataset, path: Path, batch_size: int) -> tuple[list[str], "torch.Tensor"]:
@@ -114,9 +116,10 @@ def encode_dense_corpus(dense, data: Dataset, path: Path, batch_size: int) -> tu
     if not path.is_file():
         texts = [r.text for r in data.corpus]
         emb = torch.empty(len(texts), dense.model.config.hidden_size)
-        for idx in tqdm(length_sorted_batches(dense.token_lengths(texts), batch_size), desc="dense corpus",
-                        unit="batch", dynamic_ncols=True):
-            emb[torch.tensor(idx)] = dense.encode([texts[i] for i in idx], batch_size)
+        lengths = dense.token_lengths(texts, dense.document_prefix)
+        for idx in tqdm(length_sorted_batches(lengths, batch_size), desc="dense corpus", unit="batch",
+                        dynamic_ncols=True):
+            emb[torch.tensor(idx)] = dense.encode_documents([texts[i] for i in idx], batch_size)
         with atomic_write(path, "wb") as out:
             torch.save({"ids": [r.id for r in data.corpus], "embeddings": emb}, out)
     saved = torch.load(path)
@@ -125,14 +128,14 @@ def encode_dense_corpus(dense, data: Dataset, path: Path, batch_size: int) -> tu
 
 def run_dense_system(dense, data: Dataset, folder: str | Path, run: RunSettings = RunSettings(),
                      measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test") -> dict:
-    """A dense bi-encoder (``model.dense.DenseEncoder``): exact inner product over normalized vectors
-    (a flat float32 index), written as a TREC run and scored by the same evaluation as the sparse systems."""
+    """A dense bi-encoder (``model.dense.DenseEncoder``, with the query/document prefixes it records):
+    exact inner product over normalized vectors (a flat float32 index), written as a TREC run and scored by the same evaluation as the sparse systems."""
     from .io import atomic_write
 
     folder = Path(folder)
     doc_ids, emb = encode_dense_corpus(dense, data, folder / "corpus.pt", run.batch_size)
     k = min(run.hits, len(doc_ids))
-    scores, top = (dense.encode([q.text for q in data.queries], run.batch_size) @ emb.T).topk(k, dim=1)
+    scores, top = (dense.encode_queries([q.text for q in data.queries], run.batch_size) @ emb.T).topk(k, dim=1)
     trec = folder / "run.trec"
     with atomic_write(trec) as out:
         for qi, q in enumerate(data.queries):

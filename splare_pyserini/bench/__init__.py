@@ -22,10 +22,11 @@ import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..config import option, parse_config, require
+from ..config import check_fields, option, parse_config, require
 from ..datasets import list_beir_folders, load_beir, resolve_beir_folder, write_beir_slice
 from ..errors import InputError, cli_main
 from ..io import atomic_write, load_row, save_row, write_json
+from ..lucene.index import BM25_LANGUAGES
 from ..model.artifacts import content_hash
 from ..model.settings import DEFAULT_MODEL, EncoderSettings
 from ..pipeline import RunSettings
@@ -58,6 +59,8 @@ class BenchConfig:
     cost_docs: int | None = option(None, "documents timed for encode cost (default: 256; with --quick: 48)")
     cost_repeats: int | None = option(None, "best of this many timings of encode cost (default: 2; with --quick: 1)")
     latency_queries: int | None = option(None, "queries timed for latency (default: all)")
+    language: str = option("en", "analyzer of the BM25 system (Anserini's -language: en, de, es, ar, zh, ...)",
+                           choices=BM25_LANGUAGES)
     run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self) -> None:
@@ -68,6 +71,7 @@ class BenchConfig:
         unknown = [s for s in self.systems if s not in REGISTRY]
         require(not unknown, f"systems: unknown {unknown}; choose from {list(SYSTEM_NAMES)}")
         require(bool(self.systems), f"systems: choose at least one of {list(SYSTEM_NAMES)}")
+        check_fields(self)
         for name in ("vocab_layer", "topk", "query_topk", "pruned_topk", "pruned_query_topk", "max_length",
                      "query_max_length", "cost_docs", "cost_repeats", "latency_queries"):
             value = getattr(self, name)

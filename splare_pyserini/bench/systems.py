@@ -109,7 +109,7 @@ def run_bm25(data: Dataset, beir_folder: Path, folder: Path, cfg: "BenchConfig")
     from ..lucene.search import open_bm25_searcher
     from ..pipeline import run_bm25_system
 
-    row = run_bm25_system(data, beir_folder, folder, cfg.run, MEASURES)
+    row = run_bm25_system(data, beir_folder, folder, cfg.run, MEASURES, language=cfg.language)
     queries = [q.text for q in read_tsv_topics(folder / "topics.tsv")][:cfg.latency_queries]
     searcher = open_bm25_searcher(folder / "index")
     row.update(latency(len(queries), lambda i: searcher.search(queries[i], cfg.run.hits)))
@@ -135,13 +135,13 @@ def run_dense(model: str) -> RunFn:
             return dense.model(**tokens)
         texts = [r.text for r in data.corpus[:cfg.cost_docs]]
         row.update(encode_cost(texts, dense.token_lengths(texts), cfg.run.batch_size, backbone,
-                               lambda batch: dense.encode(batch, batch_size=len(batch)), cfg.cost_repeats))
+                               lambda batch: dense.encode_documents(batch, batch_size=len(batch)), cfg.cost_repeats))
         timed = [q.text for q in data.queries][:cfg.latency_queries]
-        timed_emb = dense.encode(timed, 1)
+        timed_emb = dense.encode_queries(timed, 1)
         k = min(cfg.run.hits, emb.shape[0])
         with torch.inference_mode():
             row.update(latency(len(timed), lambda i: (timed_emb[i] @ emb.T).topk(k),
-                               lambda i: (dense.encode([timed[i]], 1)[0] @ emb.T).topk(k)))
+                               lambda i: (dense.encode_queries([timed[i]], 1)[0] @ emb.T).topk(k)))
         return row
     return run
 
@@ -152,7 +152,8 @@ def _splare_model(cfg: "BenchConfig") -> str:
     return cfg.splare_model or DEFAULT_MODEL
 
 
-register(System("bm25", "BM25", "s", SEARCHES, run_bm25))
+register(System("bm25", "BM25", "s", SEARCHES + ("language",), run_bm25,
+                describe=lambda cfg: "BM25" if cfg.language == "en" else f"BM25 ({cfg.language} analyzer)"))
 register(System("splare", "SPLARE", "o", SPARSE + ("splare_model", "topk", "query_topk"),
                 run_sparse(lambda cfg: splare_settings(cfg, cfg.topk, cfg.query_topk)),
                 weights=_splare_model))

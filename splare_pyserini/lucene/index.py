@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import option, parse_config
+from ..config import check_fields, option, parse_config
 from ..datasets import iter_json_lines, resolve_beir_folder
 from ..errors import ArtifactError, InputError, cli_main
 from ..io import atomic_dir, atomic_write
@@ -22,6 +22,10 @@ from ..model.settings import INFO_FILE
 from .jvm import autoclass
 
 INDEX_INFO = "splare_index_info.json"
+# Anserini's analyzers by ``-language`` (IndexCollection and SimpleSearcher.set_language agree on these):
+# en is its default English analyzer (Porter stemming, stopwords); ha, so, sw, yo split on whitespace only.
+BM25_LANGUAGES = ("en", "ar", "bn", "da", "de", "es", "fa", "fi", "fr", "hi", "hu", "id", "it", "ja", "ko", "nl",
+                  "no", "pl", "pt", "ru", "sv", "te", "th", "tr", "uk", "zh", "ha", "so", "sw", "yo")
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +34,12 @@ class IndexConfig:
     input: str = option(help="encode output folder (or a BEIR folder with --bm25)")
     index: str = option(help="index folder to create")
     bm25: bool = option(False, "index a BEIR corpus (title + text) for the BM25 baseline")
+    language: str = option("en", "analyzer of the BM25 index (Anserini's -language)", choices=BM25_LANGUAGES)
     threads: int = option(1, "indexing threads")
     overwrite: bool = option(False, "rebuild an existing index")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def run_anserini_indexer(args: list[str]) -> None:
@@ -79,8 +87,12 @@ def index_vectors(input_dir: str | Path, index_dir: str | Path, threads: int = 1
     return index_dir
 
 
-def index_bm25(beir_folder: str | Path, index_dir: str | Path, threads: int = 1, overwrite: bool = False) -> Path:
-    """BM25 baseline: the BEIR corpus as JsonCollection (contents = title + text), Anserini defaults."""
+def index_bm25(beir_folder: str | Path, index_dir: str | Path, threads: int = 1, overwrite: bool = False,
+               language: str = "en") -> Path:
+    """BM25 baseline: the BEIR corpus as JsonCollection (contents = title + text), Anserini defaults, with
+    the analyzer of ``language`` (recorded in the index; :func:`..search.open_bm25_searcher` reads it)."""
+    if language not in BM25_LANGUAGES:
+        raise InputError(f"language: {language!r} is not an Anserini analyzer; choose from {', '.join(BM25_LANGUAGES)}")
     folder = resolve_beir_folder(beir_folder)
     index_dir = Path(index_dir)
     _refuse_existing(index_dir, overwrite)
@@ -94,9 +106,10 @@ def index_bm25(beir_folder: str | Path, index_dir: str | Path, threads: int = 1,
                 text = " ".join(p.strip() for p in (obj.get("title"), obj.get("text")) if p and p.strip())
                 out.write(json.dumps({"id": str(obj["_id"]), "contents": text}, ensure_ascii=False) + "\n")
         run_anserini_indexer(["-collection", "JsonCollection", "-input", coll, "-index", str(tmp),
-                              "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads)])
+                              "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads),
+                              "-language", language])
         with atomic_write(tmp / INDEX_INFO) as out:
-            json.dump({"kind": "bm25", "source": str(folder)}, out)
+            json.dump({"kind": "bm25", "source": str(folder), "language": language}, out, ensure_ascii=False)
     return index_dir
 
 
@@ -112,8 +125,10 @@ def index_size_bytes(index_dir: str | Path) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(IndexConfig, argv, "python -m splare_pyserini.index", __doc__)
-    build = index_bm25 if cfg.bm25 else index_vectors
-    path = build(cfg.input, cfg.index, cfg.threads, cfg.overwrite)
+    if cfg.bm25:
+        path = index_bm25(cfg.input, cfg.index, cfg.threads, cfg.overwrite, cfg.language)
+    else:
+        path = index_vectors(cfg.input, cfg.index, cfg.threads, cfg.overwrite)
     log.info("index %s: %.1f MB", path, index_size_bytes(path) / 1e6)
 
 

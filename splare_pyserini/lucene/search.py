@@ -113,10 +113,20 @@ def open_searcher(index: str | Path, query_encoder):
     return lucene.LuceneImpactSearcher(index, query_encoder)
 
 
-def open_bm25_searcher(index: str | Path):
-    """A ``LuceneSearcher`` with Anserini's BM25 defaults (k1=0.9, b=0.4) over a bag-of-words index."""
+def bm25_language(index: str | Path) -> str:
+    """The analyzer language a BM25 index was built with (indexes of older versions: English)."""
+    return (read_index_info(index) or {}).get("language", "en")
+
+
+def open_bm25_searcher(index: str | Path, language: str | None = None):
+    """A ``LuceneSearcher`` with Anserini's BM25 defaults (k1=0.9, b=0.4) over a bag-of-words index; queries
+    are analyzed as the index was (its recorded language), unless ``language`` says otherwise."""
     lucene = import_pyserini("pyserini.search.lucene")
-    return lucene.LuceneSearcher(_require_index(index))
+    searcher = lucene.LuceneSearcher(_require_index(index))
+    language = language or bm25_language(index)
+    if language != "en":  # English is the searcher's default analyzer
+        searcher.set_language(language)
+    return searcher
 
 
 def search_topics(searcher, topics: str | Path | Sequence[TextRecord], output: str | Path, hits: int = 1000,

@@ -66,6 +66,7 @@ class TextActivations:
     tokens: list[str]
     spans: list[tuple[int, int]]
     peaks: dict[int, tuple[float, int]]  # latent -> (largest activation z, token position)
+    saturation: str = "log1p"  # the encoder's: how a pooled activation becomes a weight
 
     def argmax_token(self, latent: int) -> int | None:
         """Position of the token whose activation gave ``latent`` its pooled weight (None: it did not fire)."""
@@ -80,9 +81,11 @@ class TextActivations:
         return self.text[start:end] if end > start else self.tokens[position]
 
     def weight(self, latent: int) -> float:
-        """The max-pooled weight log(1 + z) of ``latent`` (0 if it did not fire)."""
+        """The max-pooled weight log(1 + z) (z with saturation ``none``) of ``latent`` (0 if it did not fire)."""
         peak = self.peaks.get(latent)
-        return float(np.log1p(peak[0])) if peak else 0.0
+        if not peak:
+            return 0.0
+        return float(np.log1p(peak[0])) if self.saturation == "log1p" else float(peak[0])
 
 
 @torch.inference_mode()
@@ -112,5 +115,6 @@ def text_activations(encoder, texts: Sequence[str], query: bool = False) -> list
         r, c, v = rows[lo:hi] - starts[i], cols[lo:hi], vals[lo:hi]
         best = first_of_groups(c, v, r)
         peaks = {int(c[j]): (float(v[j]), int(r[j])) for j in best}
-        out.append(TextActivations(text, encoder.tokenizer.convert_ids_to_tokens(ids), spans, peaks))
+        out.append(TextActivations(text, encoder.tokenizer.convert_ids_to_tokens(ids), spans, peaks,
+                                   encoder.settings.saturation or "log1p"))
     return out

@@ -1,6 +1,13 @@
-"""Dense bi-encoder (mean pooling, cosine), e.g. all-MiniLM-L6-v2: a distillation teacher and a baseline."""
+"""Dense bi-encoder (mean pooling, cosine), e.g. all-MiniLM-L6-v2: a distillation teacher and a baseline.
+
+Models trained with instructions before their texts (multilingual-e5: ``query: `` / ``passage: ``)
+record them as sentence-transformers does, in ``config_sentence_transformers.json`` ``prompts``
+(``query``, and ``document`` or ``passage``); ``encode_queries`` / ``encode_documents`` prepend them.
+"""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -8,9 +15,19 @@ import torch.nn.functional as F
 
 from .artifacts import BASE_MODEL, resolve_path
 
+PROMPTS_FILE = "config_sentence_transformers.json"
+
+
+def recorded_prompts(folder: str | Path) -> tuple[str, str]:
+    """(query prefix, document prefix) a model folder records; empty when it records none."""
+    path = Path(folder) / PROMPTS_FILE
+    prompts = json.loads(path.read_text(encoding="utf-8")).get("prompts") or {} if path.is_file() else {}
+    return prompts.get("query", ""), prompts.get("document", prompts.get("passage", ""))
+
 
 class DenseEncoder:
-    def __init__(self, model: str = BASE_MODEL, max_length: int = 256, device: str = "cpu"):
+    def __init__(self, model: str = BASE_MODEL, max_length: int = 256, device: str = "cpu",
+                 query_prefix: str | None = None, document_prefix: str | None = None):
         from transformers import AutoModel, AutoTokenizer
 
         from .fetch import PIECED_MODELS, cached_folder, fetch
@@ -20,18 +37,28 @@ class DenseEncoder:
         self.model = AutoModel.from_pretrained(path).eval().to(device)
         self.max_length = max_length
         self.device = device
+        recorded = recorded_prompts(path)
+        self.query_prefix = recorded[0] if query_prefix is None else query_prefix
+        self.document_prefix = recorded[1] if document_prefix is None else document_prefix
 
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
+    def token_lengths(self, texts: Sequence[str], prefix: str = "") -> list[int]:
+        texts = [prefix + t for t in texts]
+        return [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-        """L2-normalized mean-pooled embeddings, (len(texts), hidden)."""
+    def encode(self, texts: Sequence[str], batch_size: int = 32, prefix: str = "") -> torch.Tensor:
+        """L2-normalized mean-pooled embeddings, (len(texts), hidden), of ``prefix + text``."""
         out = []
         for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+            batch = self.tokenizer([prefix + t for t in texts[start:start + batch_size]], padding=True,
+                                   truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.model.config.hidden_size)
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        return self.encode(texts, batch_size, self.query_prefix)
+
+    def encode_documents(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        return self.encode(texts, batch_size, self.document_prefix)

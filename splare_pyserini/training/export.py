@@ -61,7 +61,7 @@ def export_checkpoint(folder: str | Path, encoder: SaeSparseEncoder, names: list
     projection = VOCAB if settings.sae == VOCAB else "sae"
     reference = shipped_sae_reference(encoder, sae_trained)
     checkpoint = Checkpoint(folder, base_model, int(settings.layer), projection,
-                            calibrate_quant_scale(model.projection, acts), settings.pooling,
+                            calibrate_quant_scale(model.projection, acts, saturation=model.saturation), settings.pooling,
                             getattr(model.projection, "k", DEFAULT_VOCAB_K) if projection == VOCAB else DEFAULT_VOCAB_K,
                             reference, dict(provenance or {}))
     sae = None

@@ -157,6 +157,9 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
 @torch.inference_mode()
 def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
     """Fraction of variance explained and dead latents on a sample of training states."""
+    from ..model.projection import require_decoder
+
+    require_decoder(sae, "reconstruction statistics (explained variance)")
     latents = sae.encode(acts)
     recon = sae.decode(latents)
     fvu = ((acts - recon) ** 2).sum() / ((acts - acts.mean(0)) ** 2).sum()
@@ -166,7 +169,8 @@ def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
 
 def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: str = BASE_MODEL,
                         max_texts: int = CALIBRATION_TEXTS, max_length: int = 256) -> float:
-    """Record ``splare_quant_scale`` in a saved SAE's cfg.json metadata; returns the scale."""
+    """Record ``splare_quant_scale`` in a saved SAE's cfg.json metadata; returns the scale. Only the
+    encoder runs, so an encoder-only SAE calibrates too, under the saturation it records."""
     from ..model.projection import load_sae, recorded_layer
 
     folder = Path(folder)
@@ -178,7 +182,7 @@ def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: 
     sources = [source] if isinstance(source, str) else list(source)
     texts = [t for s in sources for t in training_texts(s)[:max(1, max_texts // len(sources))]]
     acts = collect_activations(TextBatcher(tokenizer), backbone, texts, max_length, max_tokens=CALIBRATION_TOKENS)
-    scale = calibrate_quant_scale(sae, acts)
+    scale = calibrate_quant_scale(sae, acts, saturation=(sae.cfg.metadata or {}).get("splare_saturation", "log1p"))
     cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
     cfg.setdefault("metadata", {})["splare_quant_scale"] = scale
     with atomic_write(folder / "cfg.json") as out:
