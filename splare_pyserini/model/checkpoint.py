@@ -18,7 +18,7 @@ import torch
 from ..errors import ArtifactError
 from .artifacts import resolve_path, shipped
 from .projection import DEFAULT_VOCAB_K
-from .settings import POOLINGS, VOCAB
+from .settings import ATTENTIONS, POOLINGS, VOCAB
 
 CHECKPOINT_FILE = "splare.json"
 WEIGHTS_FILE = "backbone.safetensors"
@@ -39,6 +39,7 @@ class Checkpoint:
     vocab_k: int = DEFAULT_VOCAB_K  # the twin's terms per token
     sae: str | None = None  # a shipped SAE's name, used when the folder has no sae/ of its own
     provenance: dict = field(default_factory=dict, compare=False)
+    attention: str | None = None  # a decoder's attention when trained ("causal"/"bidirectional"); None: the model's own
 
     @property
     def projection_spec(self) -> str:
@@ -56,6 +57,8 @@ class Checkpoint:
             info["vocab_k"] = self.vocab_k
         if self.sae:
             info["sae"] = self.sae
+        if self.attention:
+            info["attention"] = self.attention
         return {**self.provenance, **info}
 
 
@@ -73,11 +76,14 @@ def read_checkpoint(model: str) -> Checkpoint | None:
         ckpt = Checkpoint(path, str(info["base_model"]), int(info["layer"]), info["projection"],
                           info.get("quant_scale"), info.get("pooling", "max"),
                           int(info.get("vocab_k", DEFAULT_VOCAB_K)), info.get("sae"),
-                          {k: v for k, v in info.items() if k not in Checkpoint.__dataclass_fields__})
+                          {k: v for k, v in info.items() if k not in Checkpoint.__dataclass_fields__},
+                          attention=info.get("attention"))
         if ckpt.projection not in PROJECTIONS:
             raise ValueError(f"projection {ckpt.projection!r} is not one of {PROJECTIONS}")
         if ckpt.pooling not in POOLINGS:
             raise ValueError(f"pooling {ckpt.pooling!r} is not one of {POOLINGS}")
+        if ckpt.attention is not None and ckpt.attention not in ATTENTIONS:
+            raise ValueError(f"attention {ckpt.attention!r} is not one of {ATTENTIONS}")
         if ckpt.sae and not (path / SAE_FOLDER).is_dir() and shipped(ckpt.sae) is None:
             raise ValueError(f"it names SAE {ckpt.sae!r}, which is neither in the folder nor shipped")
         return ckpt

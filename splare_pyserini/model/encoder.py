@@ -47,7 +47,7 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     base_model = ckpt.base_model if ckpt else settings.model
     spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
     bundled = ckpt is not None and spec == ckpt.projection_spec
-    sae, recorded, recorded_scale = None, None, None
+    sae, recorded, recorded_scale, recorded_attention = None, None, None, None
     if spec == MLM:
         layer = settings.layer if settings.layer is not None else int(model_config(base_model).num_hidden_layers)
     elif spec == VOCAB:
@@ -68,13 +68,15 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
             check_same_model(base_model, recorded, spec)
         check_model_config(base_model, int(sae.cfg.d_in))
         recorded_scale = sae.cfg.metadata.get("splare_quant_scale")
+        recorded_attention = sae.cfg.metadata.get("splare_attention")
     if ckpt is not None and layer != ckpt.layer:
         raise ArtifactError(f"layer {layer} differs from the checkpoint's layer {ckpt.layer}")
     scale = settings.quant_scale
     if scale is None:
         scale = float((ckpt.quant_scale if bundled else None) or recorded_scale or DEFAULT_QUANT_SCALE)
+    attention = settings.attention or (ckpt.attention if ckpt else None) or recorded_attention
     tokenizer, backbone = load_backbone(base_model, layer, device=device, dtype=getattr(torch, settings.dtype),
-                                        masked_lm=spec == MLM)
+                                        masked_lm=spec == MLM, attention=attention)
     if ckpt is not None:
         apply_checkpoint(backbone.model, ckpt)
     if spec == MLM:
@@ -85,7 +87,8 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     else:
         projection = sae
     pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
-    resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling)
+    resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling,
+                                attention=backbone.attention)
     model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype))
     return LoadedModel(tokenizer, model, resolved, recorded, ckpt)
 
@@ -110,7 +113,7 @@ class SaeSparseEncoder:
         self.sae_model_name = loaded.sae_model_name
         self.checkpoint = loaded.checkpoint
         self.device = device
-        self.batcher = TextBatcher(self.tokenizer, device)
+        self.batcher = TextBatcher.for_backbone(self.tokenizer, self.model.backbone, device)
 
     @classmethod
     def from_pretrained(cls, model: str, **kwargs) -> "SaeSparseEncoder":

@@ -18,10 +18,12 @@ VOCAB = "vocab"  # ``sae=VOCAB``: the backbone's own vocabulary (tied embeddings
 MLM = "mlm"  # ``sae=MLM``: a SPLADE model's own MLM head (e.g. SPLADE-tiny), at the model's last layer
 VOCABULARY_PROJECTIONS = (VOCAB, MLM)  # latent i is vocabulary token i
 POOLINGS = ("max", "sum")
+ATTENTIONS = ("causal", "bidirectional")  # a decoder's mask; encoders are bidirectional already
 DTYPES = ("float32", "bfloat16", "float16")
 SAE_DTYPES = ("float32", "bfloat16")
 # What must agree between the query vectors and the indexed documents (model and SAE by content).
-COMPATIBILITY_KEYS = ("model_hash", "sae_hash", "sae_id", "layer", "pooling", "quant_scale", "prefix", "d_sae")
+COMPATIBILITY_KEYS = ("model_hash", "sae_hash", "sae_id", "layer", "pooling", "quant_scale", "prefix", "d_sae",
+                      "attention")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class EncoderSettings:
     layer: int | None = option(None, "hidden_states index (1..num_layers); default: the layer the SAE records")
     pooling: str | None = option(None, "pooling of token latents over the text (default: a checkpoint's "
                                        "own, else max)", choices=POOLINGS)
+    attention: str | None = option(None, "a decoder's attention in the blocks up to the layer: causal, or "
+                                         "bidirectional (full attention over real tokens; default: a checkpoint's "
+                                         "or SAE's recorded one, else the model's own)", choices=ATTENTIONS)
     quant_scale: float | None = option(None, "impact = round(weight * scale) (default: the checkpoint's or "
                                              "SAE's recorded scale, else 100)")
     prefix: str = option("L", "pseudo-term prefix")

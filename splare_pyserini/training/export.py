@@ -60,10 +60,12 @@ def export_checkpoint(folder: str | Path, encoder: SaeSparseEncoder, names: list
                                max_tokens=CALIBRATION_TOKENS)
     projection = VOCAB if settings.sae == VOCAB else "sae"
     reference = shipped_sae_reference(encoder, sae_trained)
+    backbone = model.backbone
+    attention = backbone.attention if backbone.native_attention == "causal" else None
     checkpoint = Checkpoint(folder, base_model, int(settings.layer), projection,
                             calibrate_quant_scale(model.projection, acts), settings.pooling,
                             getattr(model.projection, "k", DEFAULT_VOCAB_K) if projection == VOCAB else DEFAULT_VOCAB_K,
-                            reference, dict(provenance or {}))
+                            reference, attention=attention, provenance=dict(provenance or {}))
     sae = None
     if projection == "sae" and reference is None:
         dtype = (torch.float16 if fp16 else torch.float32) if sae_trained else stored_dtype(settings.sae)

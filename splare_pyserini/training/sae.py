@@ -24,7 +24,7 @@ from ..datasets import load_beir, load_ir_datasets, looks_like_ir_datasets_id, r
 from ..errors import ArtifactError, cli_main
 from ..io import atomic_dir, atomic_write
 from ..model.artifacts import BASE_MODEL
-from ..model.backbone import TextBatcher, load_backbone
+from ..model.backbone import ATTENTIONS, TextBatcher, load_backbone
 from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
 from .activations import ShuffledBatches, collect_activations
 
@@ -40,6 +40,8 @@ class TrainSaeConfig:
     output: str = option(help="folder to save the SAE in (with --calibrate-only: the existing SAE folder)")
     model: str = option(BASE_MODEL, "backbone whose hidden states the SAE reconstructs")
     layer: int = option(6, "hidden_states index (1..num_layers)")
+    attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's "
+                                         "own), recorded in the SAE for its encoders", choices=ATTENTIONS)
     d_sae: int = option(8192, "latents")
     k: int = option(32, "latents active per token")
     steps: int = option(300, "training steps")
@@ -83,9 +85,9 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
 
     torch.manual_seed(cfg.seed)
     started = time.time()
-    tokenizer, backbone = load_backbone(cfg.model, cfg.layer)
+    tokenizer, backbone = load_backbone(cfg.model, cfg.layer, attention=cfg.attention)
     acts = activations if activations is not None else collect_activations(
-        TextBatcher(tokenizer), backbone, training_texts(cfg.input), cfg.max_length, max_tokens=cfg.max_tokens)
+        TextBatcher.for_backbone(tokenizer, backbone), backbone, training_texts(cfg.input), cfg.max_length, max_tokens=cfg.max_tokens)
     seconds_acts = time.time() - started
     hook_name = f"{backbone.layers_name}.{cfg.layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
     sae_cfg = TopKTrainingSAEConfig(
@@ -104,6 +106,8 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
     scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS])
     trained.cfg.metadata["splare_quant_scale"] = scale
+    if backbone.native_attention == "causal":
+        trained.cfg.metadata["splare_attention"] = backbone.attention  # its encoders default to the same
 
     output = Path(cfg.output)
     with atomic_dir(output) as tmp:
@@ -111,6 +115,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
         if not cfg.fp32:
             SAE.load_from_disk(tmp, dtype="float16").save_model(tmp)
         record = {"source": cfg.input, "model": cfg.model, "layer": cfg.layer, "hook_name": hook_name,
+                  "attention": backbone.attention,
                   "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch, "lr": cfg.lr,
                   "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
                   "distinct_tokens": int(acts.shape[0]), "seconds_activations": round(seconds_acts, 1),
@@ -141,8 +146,8 @@ def calibrate_saved_sae(folder: str | Path, source: str, model: str = BASE_MODEL
     layer = recorded_layer(sae)
     if layer is None:
         raise ArtifactError(f"{folder}: the SAE records no layer (metadata hook_name)")
-    tokenizer, backbone = load_backbone(model, layer)
-    acts = collect_activations(TextBatcher(tokenizer), backbone, training_texts(source)[:max_texts], max_length,
+    tokenizer, backbone = load_backbone(model, layer, attention=sae.cfg.metadata.get("splare_attention"))
+    acts = collect_activations(TextBatcher.for_backbone(tokenizer, backbone), backbone, training_texts(source)[:max_texts], max_length,
                                max_tokens=CALIBRATION_TOKENS)
     scale = calibrate_quant_scale(sae, acts)
     cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
@@ -159,7 +164,8 @@ Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` an
 `TopKTrainingSAE` (activation norm folded into the weights); loads with
 `sae_lens.SAE.load_from_disk`.
 
-- hook: `{r['hook_name']}` (output of block {r['layer']}, i.e. Hugging Face `hidden_states[{r['layer']}]`)
+- hook: `{r['hook_name']}` (output of block {r['layer']}, i.e. Hugging Face `hidden_states[{r['layer']}]`),
+  {r.get('attention', 'bidirectional')} attention
 - d_in -> d_sae: {r['d_sae']} latents, k = {r['k']} active per token
 - data: hidden states of every non-special token of the texts in `{r['source']}` (documents and queries,
   no relevance labels), at most {r['max_length']} tokens per text: {r['distinct_tokens']:,} token states

@@ -34,7 +34,7 @@ from ..io import atomic_dir
 from ..model.artifacts import BASE_MODEL
 from ..model.encoder import SaeSparseEncoder
 from ..model.projection import VocabProjection
-from ..model.settings import DEFAULT_SAE, POOLINGS, VOCAB, EncoderSettings
+from ..model.settings import ATTENTIONS, DEFAULT_SAE, POOLINGS, VOCAB, EncoderSettings
 from .export import export_checkpoint
 from .losses import DISTILLATIONS, SpladeLoss
 from .negatives import SOURCES, BM25Negatives, FileNegatives, InMemoryNegatives, NegativeSource, NoNegatives
@@ -63,6 +63,9 @@ class TrainConfig:
     layer: int | None = option(None, "hidden_states index (1..num_layers); default: the layer the SAE records")
     pooling: str | None = option(None, "pooling of token latents (default: a checkpoint's own, else max)",
                                  choices=POOLINGS)
+    attention: str | None = option(None, "a decoder's attention: causal or bidirectional (default: a checkpoint's "
+                                         "or the SAE's recorded one, else the model's own); recorded in the checkpoint",
+                                   choices=ATTENTIONS)
     vocab_k: int | None = option(None, "terms per token of the vocabulary twin (default: a twin checkpoint's "
                                        "own, else the shipped SAE's k)")
     steps: int = option(200, "optimizer steps")
@@ -122,6 +125,7 @@ class TrainConfig:
 
     def encoder_settings(self) -> EncoderSettings:
         return EncoderSettings(model=self.model, sae=self.sae, layer=self.layer, pooling=self.pooling,
+                               attention=self.attention,
                                max_length=self.doc_max_length, query_max_length=self.query_max_length)
 
 
