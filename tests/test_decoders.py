@@ -1,7 +1,9 @@
 """Decoder backbones (Llama as SmolLM2, Gemma-3 text): causal runs are transformers' own, bidirectional
 attention is full attention over real tokens (checked against a hand computation), padding changes
 nothing, the beginning-of-sequence sink is never pooled, and the encoder paths agree."""
+import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -178,3 +180,45 @@ def test_the_sae_records_attention_and_its_encoders_default_to_it(tmp_path, deco
     assert encoder.settings.attention == "bidirectional" and encoder.model.backbone.bidirectional_decoder
     assert SaeSparseEncoder(str(path), sae=str(sae), attention="causal").settings.attention == "causal"
 
+
+
+def test_a_lora_decoder_checkpoint_holds_the_adapter_and_reloads_as_trained(tmp_path, decoder, decoder_sae):
+    from safetensors.torch import load_file, save_file
+
+    from helpers import build_tiny_beir
+    from splare_pyserini.model.checkpoint import read_checkpoint
+    from splare_pyserini.train import TrainConfig, Trainer
+
+    kind, path = decoder
+    cfg = TrainConfig(dataset=str(build_tiny_beir(tmp_path / "beir")), output=str(tmp_path / "run"), model=str(path),
+                      sae=str(decoder_sae), attention="bidirectional", lora_rank=4, lr=1e-2, steps=3, batch_size=4,
+                      warmup_steps=1, flops_warmup=2, doc_max_length=32, query_max_length=16, negatives="none")
+    trainer = Trainer(cfg)
+    ckpt = trainer.fit()
+    assert sorted(p.name for p in ckpt.iterdir()) == ["adapter.safetensors", "sae", "splare.json",
+                                                      "training_log.jsonl"]
+    adapter = load_file(str(ckpt / "adapter.safetensors"))
+    assert adapter and all("lora_A" in n or "lora_B" in n for n in adapter)
+    assert {n.split(".")[1] for n in adapter} == {"0", "1"}  # the blocks up to the SAE's layer 2 only
+    info = read_checkpoint(str(ckpt))
+    assert info.base_model == str(path) and info.attention == "bidirectional" and info.lora["rank"] == 4
+    tuned = SaeSparseEncoder(str(ckpt))
+    assert tuned.settings.attention == "bidirectional" and tuned.model.backbone.bidirectional_decoder
+    assert not any("lora_" in n for n in tuned.model.state_dict())  # merged at load: a plain model
+    texts = [SHORT, LONG]
+    with torch.inference_mode():  # the merged adapter encodes as the adapted model did (fp16 adapter)
+        torch.testing.assert_close(tuned.pooled_weights(texts), trainer.encoder.pooled_weights(texts),
+                                   atol=2e-2, rtol=2e-2)
+    base = SaeSparseEncoder(str(path), sae=str(decoder_sae), attention="bidirectional").pooled_weights(texts)
+    assert (tuned.pooled_weights(texts) - base).abs().max() > 1e-3  # the adapter did change the model
+    # the adapter on another base (one weight changed) is refused, not silently wrong
+    changed, moved = tmp_path / "changed-base", tmp_path / "moved"
+    shutil.copytree(path, changed)
+    shutil.copytree(ckpt, moved)
+    weights = load_file(str(path / "model.safetensors"))
+    weights["layers.0.self_attn.q_proj.weight"] += 1
+    save_file(weights, str(changed / "model.safetensors"), metadata={"format": "pt"})
+    data = json.loads((moved / "splare.json").read_text())
+    (moved / "splare.json").write_text(json.dumps({**data, "base_model": str(changed)}))
+    with pytest.raises(ArtifactError, match="LoRA adapter was trained on .* content hash"):
+        SaeSparseEncoder(str(moved))

@@ -45,6 +45,8 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     given), or the vocabulary twin (``sae="vocab"``). Mismatches are refused before backbone weights load."""
     ckpt = read_checkpoint(settings.model)
     base_model = ckpt.base_model if ckpt else settings.model
+    if ckpt is not None and ckpt.lora and ckpt.provenance.get("base_model_hash"):
+        check_adapter_base(ckpt, base_model)
     spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
     bundled = ckpt is not None and spec == ckpt.projection_spec
     sae, recorded, recorded_scale, recorded_attention = None, None, None, None
@@ -91,6 +93,17 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
                                 attention=backbone.attention)
     model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype))
     return LoadedModel(tokenizer, model, resolved, recorded, ckpt)
+
+
+def check_adapter_base(ckpt: Checkpoint, base_model: str) -> None:
+    """Refuse a LoRA adapter on a base other than the one it was trained on (by content)."""
+    from .fetch import fetched_path
+
+    recorded = ckpt.provenance["base_model_hash"]
+    found = content_hash(fetched_path(base_model))
+    if found != recorded:
+        raise ArtifactError(f"{ckpt.path}: its LoRA adapter was trained on {base_model!r} with content hash "
+                            f"{recorded}, but {base_model!r} here hashes to {found}")
 
 
 class SaeSparseEncoder:
