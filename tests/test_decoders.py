@@ -11,7 +11,7 @@ from transformers import AutoModel
 
 from helpers import build_tiny_decoder, build_tiny_sae
 from splare_pyserini.errors import ArtifactError
-from splare_pyserini.model.backbone import LayerBackbone, TextBatcher, load_backbone
+from splare_pyserini.model.backbone import LayerBackbone, load_backbone
 from splare_pyserini.model.encoder import SaeSparseEncoder
 
 KINDS = ("llama", "gemma3")

@@ -22,10 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ArtifactError
-from .artifacts import resolve_path
-
-
-ATTENTIONS = ("causal", "bidirectional")
+from .settings import ATTENTIONS
 
 
 class _StopForward(Exception):

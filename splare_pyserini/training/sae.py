@@ -24,7 +24,8 @@ from ..datasets import load_beir, load_ir_datasets, looks_like_ir_datasets_id, r
 from ..errors import ArtifactError, cli_main
 from ..io import atomic_dir, atomic_write
 from ..model.artifacts import BASE_MODEL
-from ..model.backbone import ATTENTIONS, TextBatcher, load_backbone
+from ..model.backbone import TextBatcher, load_backbone
+from ..model.settings import ATTENTIONS
 from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
 from .activations import ShuffledBatches, collect_activations
 

@@ -29,6 +29,7 @@ from ..datasets import load_beir, resolve_beir_folder, write_beir_slice
 from ..errors import cli_main
 from ..io import atomic_write, load_row, markdown_table, save_row, write_json
 from ..model.artifacts import BASE_MODEL
+from ..model.settings import ATTENTIONS
 
 __all__ = ["SweepPoint", "SweepConfig", "sweep_points", "sample_activations", "retrieval_slice", "run_point",
            "run_sweep", "markdown", "COLUMNS"]
@@ -59,7 +60,7 @@ class SweepConfig:
     d_sae: tuple[int, ...] = option((), "widths to try at the base layer and k")
     k: tuple[int, ...] = option((), "k values to try at the base layer and width")
     attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's own)",
-                                   choices=("causal", "bidirectional"))
+                                   choices=ATTENTIONS)
     steps: int = option(60, "SAE training steps per point")
     batch_size: int = option(4096, "token states per SAE step")
     lr: float = option(4e-4, "SAE learning rate")
