@@ -222,3 +222,24 @@ def test_a_lora_decoder_checkpoint_holds_the_adapter_and_reloads_as_trained(tmp_
     (moved / "splare.json").write_text(json.dumps({**data, "base_model": str(changed)}))
     with pytest.raises(ArtifactError, match="LoRA adapter was trained on .* content hash"):
         SaeSparseEncoder(str(moved))
+
+
+def test_a_jumprelu_sae_trains_and_encodes_through_sae_lens_own_encode(tmp_path, decoder):
+    from helpers import write_jsonl
+    from splare_pyserini.model.projection import topk_plan
+    from splare_pyserini.training.sae import TrainSaeConfig, train_sae
+
+    _, path = decoder
+    texts = write_jsonl(tmp_path / "texts.jsonl", [{"_id": str(i), "text": f"{LONG} {SHORT} {i}"} for i in range(8)])
+    sae = train_sae(TrainSaeConfig(input=str(texts), output=str(tmp_path / "sae"), model=str(path), layer=2,
+                                   d_sae=64, k=8, steps=4, batch_size=32, architecture="jumprelu", fp32=True))
+    assert json.loads((sae / "cfg.json").read_text())["architecture"] == "jumprelu"
+    assert (sae / "README.md").read_text().startswith("# JumpReLU SAE")
+    encoder = SaeSparseEncoder(str(path), sae=str(sae), max_length=64)
+    assert topk_plan(encoder.model.projection) is None  # no TopK fast path: sae-lens's encode
+    batch = encoder.tokenize([LONG])
+    with torch.no_grad():
+        hidden = encoder.model.backbone(batch["input_ids"], batch["attention_mask"])[batch["token_mask"]]
+        latents = encoder.model.projection.encode(hidden)
+    assert (latents > 0).any(dim=1).all()  # every token has active latents past their thresholds
+    torch.testing.assert_close(encoder.pooled_weights([LONG])[0], torch.log1p(torch.relu(latents)).amax(0))
