@@ -159,6 +159,18 @@ def test_half_precision_backbones_encode_close_to_float32(decoder, decoder_sae):
         assert got.dtype == torch.float32 and (got - full).abs().max() < 0.1 * full.max()
 
 
+def test_a_float16_overflow_is_an_error_not_nan_vectors(tmp_path):
+    path = build_tiny_decoder(tmp_path / "loud", "gemma3")
+    sae = build_tiny_sae(tmp_path / "sae", layer=2, model_name=str(path))
+    model = AutoModel.from_pretrained(path)
+    with torch.no_grad():
+        model.embed_tokens.weight.mul_(5e5)  # weights fit float16, Gemma's scaled embeddings do not
+    model.save_pretrained(path)
+    with pytest.raises(ArtifactError, match="overflows float16 by layer 2.*use bfloat16"):
+        SaeSparseEncoder(str(path), sae=str(sae), dtype="float16").encode_documents([LONG])
+    assert SaeSparseEncoder(str(path), sae=str(sae), dtype="bfloat16").encode_documents([LONG])[0]
+
+
 def test_causal_attention_is_refused_for_an_encoder_and_unknown_modes(tiny_model, decoder):
     with pytest.raises(ArtifactError, match="is not a decoder"):
         load_backbone(str(tiny_model), 2, attention="causal")

@@ -119,6 +119,9 @@ class LayerBackbone(nn.Module):
             raise ArtifactError(f"the hook after block {self.layer} did not fire: {type(self.model).__name__} "
                                 "does not run its blocks as a ModuleList")
         hidden, self._captured = self._captured, None
+        if hidden.dtype == torch.float16 and not torch.isfinite(hidden).all():
+            raise ArtifactError(f"{type(self.model).__name__} overflows float16 by layer {self.layer} (non-finite "
+                                "hidden states, as Gemma's residual stream does); use bfloat16 or float32")
         return hidden
 
 
