@@ -255,3 +255,21 @@ def test_a_jumprelu_sae_trains_and_encodes_through_sae_lens_own_encode(tmp_path,
         latents = encoder.model.projection.encode(hidden)
     assert (latents > 0).any(dim=1).all()  # every token has active latents past their thresholds
     torch.testing.assert_close(encoder.pooled_weights([LONG])[0], torch.log1p(torch.relu(latents)).amax(0))
+
+
+def test_a_mean_initialized_decoder_bias_fits_states_with_a_large_offset(tmp_path, tiny_model):
+    from splare_pyserini.training.sae import TrainSaeConfig, train_sae
+
+    path = tiny_model  # the states are given: the backbone only names the hook
+    generator = torch.Generator().manual_seed(0)
+    acts = torch.randn(4096, 32, generator=generator)
+    acts[:, :2] += 30.0  # constant offsets in a few dimensions, as LLM residual streams carry
+    explained = {}
+    for init in ("zeros", "mean"):
+        sae = train_sae(TrainSaeConfig(input="unused", output=str(tmp_path / init), model=str(path), layer=2,
+                                       d_sae=64, k=4, steps=5, batch_size=256, b_dec_init=init, fp32=True),
+                        activations=acts)
+        record = json.loads((sae / "training.json").read_text())
+        assert record["b_dec_init"] == init
+        explained[init] = record["explained_variance"]
+    assert explained["mean"] > 0 > explained["zeros"]

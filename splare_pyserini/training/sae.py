@@ -49,6 +49,9 @@ class TrainSaeConfig:
     architecture: str = option("topk", "topk, or jumprelu (Gemma Scope's architecture, trained towards k active "
                                        "latents per token with sae-lens's quadratic L0 loss)", choices=ARCHITECTURES)
     l0_coefficient: float = option(1.0, "jumprelu: weight of the L0 loss")
+    b_dec_init: str = option("zeros", "the decoder bias at the start: zeros, or the mean training state (for LLMs, "
+                                      "whose residual streams carry large constant offsets a short run cannot learn)",
+                             choices=("zeros", "mean"))
     steps: int = option(300, "training steps")
     batch_size: int = option(4096, "token states per step")
     lr: float = option(4e-4, "peak learning rate (cosine to lr/10)")
@@ -118,6 +121,12 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
         logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20)
     trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae(cfg, acts.shape[1], metadata),
                          data_provider=ShuffledBatches(acts, batch, cfg.seed))
+    if cfg.b_dec_init == "mean":
+        # the norm scale sae-lens would estimate, computed on every state, then the mean in those units
+        scale = float(acts.shape[1] ** 0.5 / acts.norm(dim=1).mean())
+        trainer.activation_scaler.scaling_factor = scale
+        with torch.no_grad():
+            trainer.sae.b_dec.copy_(acts.mean(0) * scale)
     trained = trainer.fit()
     seconds_train = time.time() - started - seconds_acts
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
@@ -133,7 +142,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
             SAE.load_from_disk(tmp, dtype="float16").save_model(tmp)
         record = {"source": cfg.input, "model": cfg.model, "layer": cfg.layer, "hook_name": hook_name,
                   "attention": backbone.attention,
-                  "architecture": cfg.architecture, "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch, "lr": cfg.lr,
+                  "architecture": cfg.architecture, "b_dec_init": cfg.b_dec_init, "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch, "lr": cfg.lr,
                   "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
                   "distinct_tokens": int(acts.shape[0]), "seconds_activations": round(seconds_acts, 1),
                   "seconds_training": round(seconds_train, 1), "torch_threads": torch.get_num_threads(),

@@ -61,6 +61,8 @@ class SweepConfig:
     k: tuple[int, ...] = option((), "k values to try at the base layer and width")
     attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's own)",
                                    choices=ATTENTIONS)
+    b_dec_init: str = option("zeros", "the SAEs' decoder bias at the start: zeros, or the mean state (LLMs)",
+                             choices=("zeros", "mean"))
     steps: int = option(60, "SAE training steps per point")
     batch_size: int = option(4096, "token states per SAE step")
     lr: float = option(4e-4, "SAE learning rate")
@@ -83,7 +85,11 @@ class SweepConfig:
 
     def shared(self) -> dict:
         shared = {name: getattr(self, name) for name in SHARED_SETTINGS}
-        return {**shared, "attention": self.attention} if self.attention else shared  # older rows stay valid
+        if self.attention:  # settings added later join the key only when set, so older rows stay valid
+            shared["attention"] = self.attention
+        if self.b_dec_init != "zeros":
+            shared["b_dec_init"] = self.b_dec_init
+        return shared
 
 
 def sweep_points(base: SweepPoint, layers: Sequence[int] = (), widths: Sequence[int] = (),
@@ -137,7 +143,7 @@ def run_point(point: SweepPoint, acts: torch.Tensor, dataset: Path, folder: Path
     sae = train_sae(TrainSaeConfig(input=str(dataset), output=str(output / "sae"), model=cfg.model,
                                    layer=point.layer, d_sae=point.d_sae, k=point.k, steps=cfg.steps,
                                    batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed,
-                                   attention=cfg.attention),
+                                   attention=cfg.attention, b_dec_init=cfg.b_dec_init),
                     activations=acts)
     trained = json.loads((sae / "training.json").read_text(encoding="utf-8"))
     encoder = SaeSparseEncoder(EncoderSettings(model=cfg.model, sae=str(sae), max_length=cfg.max_length))
