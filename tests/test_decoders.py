@@ -273,3 +273,17 @@ def test_a_mean_initialized_decoder_bias_fits_states_with_a_large_offset(tmp_pat
         assert record["b_dec_init"] == init
         explained[init] = record["explained_variance"]
     assert explained["mean"] > 0 > explained["zeros"]
+
+
+def test_latent_attribution_reads_the_states_encoding_pooled(decoder, decoder_sae):
+    from splare_pyserini.model.attribution import text_activations
+
+    _, path = decoder
+    encoder = SaeSparseEncoder(str(path), sae=str(decoder_sae), max_length=64)
+    (acts,) = text_activations(encoder, [SHORT])
+    assert acts.tokens == SHORT.split()  # the <bos> sink is not a token of the text
+    pooled = encoder.pooled_weights([SHORT])[0]
+    fired = torch.nonzero(pooled).flatten().tolist()
+    assert fired and sorted(acts.peaks) == fired
+    for latent in fired:
+        assert acts.weight(latent) == pytest.approx(float(pooled[latent]), rel=1e-5, abs=1e-6)

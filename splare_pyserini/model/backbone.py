@@ -187,19 +187,28 @@ class TextBatcher:
     def for_backbone(cls, tokenizer, backbone: "LayerBackbone", device: str = "cpu") -> "TextBatcher":
         return cls(tokenizer, device, getattr(backbone, "prepend_id", None))
 
-    def __call__(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: Sequence[str], max_length: int, offsets: bool = False) -> dict[str, torch.Tensor]:
+        """The tokenizer's padded batch (CPU) with the prepended token, if any, as a special token at
+        position 0 (offsets (0, 0)); ``max_length`` counts it."""
         cap = max_length * MAX_CHARS_PER_TOKEN
         extra = 1 if self.prepend is not None else 0
-        batch = self.tokenizer([t[:cap] for t in texts], padding=True, truncation=True,
-                               max_length=max_length - extra, return_tensors="pt", return_special_tokens_mask=True)
-        ids, attention, special = batch["input_ids"], batch["attention_mask"], batch["special_tokens_mask"]
+        batch = dict(self.tokenizer([t[:cap] for t in texts], padding=True, truncation=True,
+                                    max_length=max_length - extra, return_tensors="pt",
+                                    return_special_tokens_mask=True, return_offsets_mapping=offsets))
         if extra:
-            column = torch.ones((ids.shape[0], 1), dtype=ids.dtype)
-            ids = torch.cat([column * self.prepend, ids], dim=1)
-            attention = torch.cat([column.to(attention.dtype), attention], dim=1)
-            special = torch.cat([column.to(special.dtype), special], dim=1)
-        token_mask = attention.bool() & ~special.bool()
-        return {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device),
+            n = batch["input_ids"].shape[0]
+            first = {"input_ids": self.prepend, "attention_mask": 1, "special_tokens_mask": 1}
+            for key, value in first.items():
+                batch[key] = torch.cat([torch.full((n, 1), value, dtype=batch[key].dtype), batch[key]], dim=1)
+            if offsets:
+                batch["offset_mapping"] = torch.cat([torch.zeros((n, 1, 2), dtype=batch["offset_mapping"].dtype),
+                                                     batch["offset_mapping"]], dim=1)
+        return batch
+
+    def __call__(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        batch = self.tokenize(texts, max_length)
+        token_mask = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
+        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device),
                 "token_mask": token_mask.to(self.device)}
 
     def lengths(self, texts: Sequence[str], max_length: int) -> list[int]:
