@@ -9,8 +9,8 @@ Decoders (Llama, Gemma-3...) run causally by default; ``attention="bidirectional
 mask of every kept block, sliding-window ones included, by full attention over the real (non-pad)
 tokens. Batches are padded on the right so that, with either mask, a text's real tokens compute what
 they compute alone. A decoder whose tokenizer adds no beginning-of-sequence token gets one prepended
-(:attr:`LayerBackbone.prepend_id`): the first position of a decoder is an attention sink with hidden
-states orders of magnitude larger than the rest, so it is a fixed special token that pooling skips,
+(:attr:`LayerBackbone.prepend_id`): the first position of a decoder is an attention sink whose hidden
+states dwarf the rest, so it is a fixed special token that pooling skips,
 not the text's first word.
 """
 from __future__ import annotations
