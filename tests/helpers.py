@@ -102,3 +102,52 @@ def assert_resume_is_exact(whole_cfg, killed_cfg, steps_before_death: int) -> tu
     a, b = load_file(str(whole / "backbone.safetensors")), load_file(str(resumed / "backbone.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     return whole, resumed
+
+
+DECODER_WORDS = sorted({w for topic in TOPICS for w in topic.split()} | set(
+    "we examine in cohort the results were significant further work on is needed sample what known about "
+    "study of a an and to".split()))
+
+
+def build_tiny_tokenizer(path: Path, add_bos: bool):
+    """A word-level decoder tokenizer built in-process: ``<bos>`` first when ``add_bos`` (as Gemma's), else
+    no special token at all (as SmolLM2's)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    vocab = {token: i for i, token in enumerate(specials + DECODER_WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    if add_bos:
+        backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>",
+                                        unk_token="<unk>", pad_token="<pad>",
+                                        padding_side="left" if add_bos else "right")
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def build_tiny_decoder(path: Path, kind: str = "llama", layers: int = TINY_LAYERS, sliding_window: int = 2,
+                       attn_implementation: str = "sdpa") -> Path:
+    """A random decoder built in-process: ``llama`` (SmolLM2's architecture; its tokenizer adds no BOS)
+    or ``gemma3`` (Gemma-3's text model, every layer sliding-window with a tiny window but the last; its
+    tokenizer adds <bos> and pads on the left, as Gemma's does)."""
+    from transformers import Gemma3TextConfig, Gemma3TextModel, LlamaConfig, LlamaModel
+
+    tokenizer = build_tiny_tokenizer(path, add_bos=kind == "gemma3")
+    torch.manual_seed(0)
+    common = dict(vocab_size=len(tokenizer), hidden_size=TINY_HIDDEN, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                  pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    if kind == "llama":
+        model = LlamaModel(LlamaConfig(**common, head_dim=8))
+    elif kind == "gemma3":
+        types = ["sliding_attention"] * (layers - 1) + ["full_attention"] if layers > 1 else ["sliding_attention"]
+        model = Gemma3TextModel(Gemma3TextConfig(**common, head_dim=8, sliding_window=sliding_window,
+                                                 layer_types=types, query_pre_attn_scalar=8))
+    else:
+        raise ValueError(kind)
+    model.config._attn_implementation = attn_implementation
+    model.eval().save_pretrained(path)
+    return path

@@ -49,5 +49,61 @@ def test_a_wheel_without_its_piece_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ArtifactError, match="holds no piece of all-mpnet-base-v2.zip"):
         fetch_module.fetch("all-mpnet-base-v2")
     assert fetch_module.cached_folder("all-mpnet-base-v2") is None
-    with pytest.raises(ArtifactError, match="unknown pieced model 'nope'"):
+    with pytest.raises(ArtifactError, match="unknown fetchable model 'nope'"):
         fetch_module.fetch("nope")
+
+
+def gguf_wheels(tmp_path, data: bytes, n_pieces=3):
+    """A GGUF byte-split into ``<name>.partNN`` pieces, one per wheel, after a first wheel of license files
+    (as Gemma-3-270m's packages are)."""
+    first = tmp_path / "model_gguf-1.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(first, "w") as archive:
+        archive.writestr("model_gguf/data/TERMS.html", "<p>terms</p>")
+        archive.writestr("model_gguf/__init__.py", "")
+    wheels, size = [first], -(-len(data) // n_pieces)
+    for i in range(n_pieces):
+        wheel = tmp_path / f"model_gguf_part{i + 1}-1.0.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(f"model_gguf_part{i + 1}/data/m.gguf.part{i:02d}", data[i * size:(i + 1) * size])
+        wheels.append(wheel)
+    return wheels
+
+
+@pytest.fixture
+def gguf_spec(monkeypatch):
+    import hashlib
+
+    data = bytes(range(256)) * 40
+    spec = fetch_module.GgufModel(("model-gguf==1.0.0",), "m.gguf", hashlib.sha256(data).hexdigest(), "a test model",
+                                  "Test Terms", ("TERMS.html",))
+    monkeypatch.setitem(fetch_module.GGUF_MODELS, "tiny-gguf", spec)
+    converted = []
+
+    def convert(gguf, dest, name, spec):  # transformers' dequantization is checked on the real models
+        converted.append(gguf.read_bytes())
+        (dest / "config.json").write_text("{}")
+    monkeypatch.setattr(fetch_module, "convert_gguf", convert)
+    return data, converted
+
+
+def test_gguf_pieces_are_joined_in_order_checked_and_converted_once(tmp_path, monkeypatch, gguf_spec):
+    data, converted = gguf_spec
+    monkeypatch.setenv("SPLARE_CACHE", str(tmp_path / "cache"))
+    wheels = gguf_wheels(tmp_path, data)
+    monkeypatch.setattr(fetch_module, "download_wheels", lambda reqs, dest: wheels)
+    assert fetch_module.fetched_path("tiny-gguf") == str(tmp_path / "cache" / "models" / "tiny-gguf")
+    assert converted == [data]  # byte for byte, pieces in order
+    folder = fetch_module.cached_folder("tiny-gguf")
+    assert (folder / "TERMS.html").read_text() == "<p>terms</p>" and resolve_path("tiny-gguf") == str(folder)
+    assert fetch_module.fetch("tiny-gguf") == folder and len(converted) == 1
+
+
+def test_a_gguf_with_another_sha256_is_refused_and_nothing_is_left(tmp_path, monkeypatch, gguf_spec):
+    data, converted = gguf_spec
+    monkeypatch.setenv("SPLARE_CACHE", str(tmp_path / "cache"))
+    wheels = gguf_wheels(tmp_path, data[:-1] + b"x")
+    monkeypatch.setattr(fetch_module, "download_wheels", lambda reqs, dest: wheels)
+    with pytest.raises(ArtifactError, match="m.gguf: sha256 .* differs from the pinned"):
+        fetch_module.fetch("tiny-gguf")
+    assert not converted and fetch_module.cached_folder("tiny-gguf") is None
+    assert not list((tmp_path / "cache" / "models").iterdir())

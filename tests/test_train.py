@@ -83,7 +83,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_beir, tiny_model
 
 def test_lora_trains_adapters_only_and_exports_merged_block_weights(tmp_path, tiny_beir, tiny_model, tiny_sae,
                                                                    base_encoder):
-    cfg = config(tmp_path, tiny_beir, tiny_model, tiny_sae, lora_rank=4, lr=1e-2)
+    cfg = config(tmp_path, tiny_beir, tiny_model, tiny_sae, lora_rank=4, lr=1e-2, lora_export="merged")
     trainer = Trainer(cfg)
     trainable = [n for n, p in trainer.encoder.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -222,3 +222,20 @@ def test_bm25_negatives_work_from_a_script_without_main_guard(tmp_path, tiny_bei
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["10", "10"]
+
+
+def test_a_state_saved_before_a_setting_existed_resumes_only_at_its_default(tmp_path, tiny_beir, tiny_model,
+                                                                              tiny_sae):
+    from splare_pyserini.errors import InputError
+
+    cfg = config(tmp_path, tiny_beir, tiny_model, tiny_sae, steps=2)
+    first = Trainer(cfg)
+    first.log.append(first.train_step())
+    first.save_state()
+    path = tmp_path / "run" / "state" / "state.pt"
+    saved = torch.load(path, weights_only=False)
+    del saved["config"]["attention"], saved["config"]["lora_export"]  # as an older version wrote it
+    torch.save(saved, path)
+    assert Trainer(cfg).load_state()
+    with pytest.raises(InputError, match="saved by a run with other settings"):
+        Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae, steps=2, attention="bidirectional")).load_state()

@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .backbone import MAX_CHARS_PER_TOKEN
 from .projection import topk_plan
 from .sparse import TOPK_CHUNK, SparseLatentModel
 
@@ -96,10 +95,7 @@ def text_activations(encoder, texts: Sequence[str], query: bool = False) -> list
 
     max_length = encoder.settings.side(query)[0]
     texts = [normalize_query(t) if query else t for t in texts]
-    cap = max_length * MAX_CHARS_PER_TOKEN
-    capped = [t[:cap] for t in texts]
-    batch = encoder.tokenizer(capped, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                              return_special_tokens_mask=True, return_offsets_mapping=True)
+    batch = encoder.batcher.tokenize(texts, max_length, offsets=True)  # as encoding does (a decoder's BOS sink too)
     mask = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
     model = encoder.model
     hidden = model.backbone(batch["input_ids"].to(encoder.device), batch["attention_mask"].to(encoder.device))

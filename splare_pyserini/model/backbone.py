@@ -4,6 +4,14 @@
 Face's ``hidden_states[L]`` (1 <= L <= num_hidden_layers). We keep only the first
 L blocks and stop the forward pass right after block L with a hook, so neither the
 later blocks nor a final norm/pooler/LM head run.
+
+Decoders (Llama, Gemma-3...) run causally by default; ``attention="bidirectional"`` replaces the
+mask of every kept block, sliding-window ones included, by full attention over the real (non-pad)
+tokens. Batches are padded on the right so that, with either mask, a text's real tokens compute what
+they compute alone. A decoder whose tokenizer adds no beginning-of-sequence token gets one prepended
+(:attr:`LayerBackbone.prepend_id`): the first position of a decoder is an attention sink whose hidden
+states dwarf the rest, so it is a fixed special token that pooling skips,
+not the text's first word.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ArtifactError
-from .artifacts import resolve_path
+from .settings import ATTENTIONS
 
 
 class _StopForward(Exception):
@@ -31,23 +39,67 @@ def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return min(candidates, key=lambda item: item[0].count("."))
 
 
-class LayerBackbone(nn.Module):
-    """Runs a transformer up to ``layer`` and returns that layer's hidden states."""
+def native_attention(blocks: nn.Module) -> str:
+    """'causal' if an attention module of the blocks is causal (a decoder), else 'bidirectional'."""
+    causal = any(getattr(module, "is_causal", False) is True for module in blocks.modules())
+    return "causal" if causal else "bidirectional"
 
-    def __init__(self, model: nn.Module, layer: int):
+
+class LayerBackbone(nn.Module):
+    """Runs a transformer up to ``layer`` and returns that layer's hidden states.
+
+    ``attention``: None (the model's own), "causal" (decoders only) or "bidirectional" (for a decoder:
+    full attention over real tokens in every kept block). ``prepend_id``: the token id the batcher puts
+    first (set by :func:`load_backbone` for decoders whose tokenizer adds none)."""
+
+    def __init__(self, model: nn.Module, layer: int, attention: str | None = None):
         super().__init__()
         n_layers = model.config.num_hidden_layers
         if not 1 <= layer <= n_layers:
             raise ArtifactError(f"layer {layer} is out of range: the model has {n_layers} layers (1..{n_layers})")
+        if attention is not None and attention not in ATTENTIONS:
+            raise ArtifactError(f"attention: {attention!r} is not one of {', '.join(ATTENTIONS)}")
         name, blocks = find_layer_list(model)
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        setattr(parent, name.rsplit(".", 1)[-1], nn.ModuleList(list(blocks)[:layer]))
+        kept = nn.ModuleList(list(blocks)[:layer])
+        setattr(parent, name.rsplit(".", 1)[-1], kept)
         self.model = model
         self.layers_name = name  # e.g. "encoder.layer" (BERT) or "layers" (Llama)
         self.layer = layer
         self.hidden_size = int(model.config.hidden_size)
+        self.native_attention = native_attention(kept)
+        self.attention = attention or self.native_attention
+        self.prepend_id: int | None = None
+        if self.attention == "causal" and self.native_attention != "causal":
+            raise ArtifactError(f"attention 'causal': {type(model).__name__} is not a decoder (its attention is "
+                                "bidirectional already)")
+        self._full_mask = None
+        self.bidirectional_decoder = self.attention == "bidirectional" and self.native_attention == "causal"
+        if self.bidirectional_decoder:
+            for module in kept.modules():
+                if getattr(module, "is_causal", None) is True:
+                    module.is_causal = False  # what SDPA/flash read when no explicit mask is passed
+            for block in kept:
+                block.register_forward_pre_hook(self._bidirectional_mask, with_kwargs=True)
         self._captured: torch.Tensor | None = None
-        self.model.get_submodule(name)[layer - 1].register_forward_hook(self._capture)
+        kept[layer - 1].register_forward_hook(self._capture)
+
+    def _bidirectional_mask(self, module, args, kwargs):
+        if "attention_mask" not in kwargs:
+            raise ArtifactError(f"bidirectional attention: the blocks of {type(self.model).__name__} take no "
+                                "attention_mask keyword to replace")
+        kwargs["attention_mask"] = self._full_mask
+        return args, kwargs
+
+    def full_attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """The mask of full attention over real tokens, in the format of the model's attention kernel
+        (None when nothing is padded: SDPA then runs unmasked, as ``is_causal`` is off)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        dtype = next(self.model.parameters()).dtype
+        shape_only = torch.empty((*attention_mask.shape, 1), dtype=dtype, device=attention_mask.device)
+        return create_bidirectional_mask(config=self.model.config, inputs_embeds=shape_only,
+                                         attention_mask=attention_mask)
 
     def _capture(self, _module, _inputs, output):
         self._captured = output[0] if isinstance(output, (tuple, list)) else output
@@ -55,14 +107,21 @@ class LayerBackbone(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         self._captured = None
+        if self.bidirectional_decoder:
+            self._full_mask = self.full_attention_mask(attention_mask)
         try:
             self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         except _StopForward:
             pass
+        finally:
+            self._full_mask = None
         if self._captured is None:
             raise ArtifactError(f"the hook after block {self.layer} did not fire: {type(self.model).__name__} "
                                 "does not run its blocks as a ModuleList")
         hidden, self._captured = self._captured, None
+        if hidden.dtype == torch.float16 and not torch.isfinite(hidden).all():
+            raise ArtifactError(f"{type(self.model).__name__} overflows float16 by layer {self.layer} (non-finite "
+                                "hidden states, as Gemma's residual stream does); use bfloat16 or float32")
         return hidden
 
 
@@ -71,13 +130,22 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else "corrupt or unreadable file"
 
 
+def adds_leading_special(tokenizer) -> bool:
+    """Whether the tokenizer itself starts every text with a special token (BERT's [CLS], Gemma's <bos>)."""
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] in set(tokenizer.all_special_ids)
+
+
 def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                  masked_lm: bool = False):
-    """Load (tokenizer, LayerBackbone); decoders get a pad token if they lack one. ``masked_lm`` loads the
-    model with its MLM head (``AutoModelForMaskedLM``), for SPLADE models whose vocabulary is that head's."""
+                  masked_lm: bool = False, attention: str | None = None):
+    """Load (tokenizer, LayerBackbone); decoders get a pad token if they lack one, right padding, and a
+    beginning-of-sequence token to prepend if their tokenizer adds none. ``masked_lm`` loads the model
+    with its MLM head (``AutoModelForMaskedLM``), for SPLADE models whose vocabulary is that head's."""
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-    path = resolve_path(name_or_path)
+    from .fetch import fetched_path
+
+    path = fetched_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = (AutoModelForMaskedLM if masked_lm else AutoModel).from_pretrained(path, dtype=dtype)
@@ -88,8 +156,16 @@ def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: tor
         raise ArtifactError(f"cannot load model {name_or_path!r} ({type(err).__name__}): {_first_line(err)}") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"  # positions count from the first real token, as for a text alone
     model.eval().to(device)
-    return tokenizer, LayerBackbone(model, layer)
+    backbone = LayerBackbone(model, layer, attention)
+    if backbone.native_attention == "causal" and not adds_leading_special(tokenizer):
+        sink = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if sink is None:
+            raise ArtifactError(f"model {name_or_path!r}: a decoder whose tokenizer has no bos or eos token to "
+                                "start texts with")
+        backbone.prepend_id = int(sink)
+    return tokenizer, backbone
 
 
 MAX_CHARS_PER_TOKEN = 50  # texts are cut to max_length * this many characters before tokenizing
@@ -98,27 +174,50 @@ MAX_CHARS_PER_TOKEN = 50  # texts are cut to max_length * this many characters b
 class TextBatcher:
     """Tokenization as every consumer of a backbone does it: texts capped (a 1 MB document costs no
     more than its first tokens), padded batches, and a mask of the real tokens (no padding, no special
-    tokens) that pooling and SAE training read. Shared by the encoder, activation collection and the bench."""
+    tokens) that pooling and SAE training read. Shared by the encoder, activation collection and the bench.
+    ``prepend``: a token id put before every text (a decoder's beginning-of-sequence sink), within
+    ``max_length`` and outside the token mask."""
 
-    def __init__(self, tokenizer, device: str = "cpu"):
+    def __init__(self, tokenizer, device: str = "cpu", prepend: int | None = None):
         self.tokenizer = tokenizer
         self.device = device
+        self.prepend = prepend
+
+    @classmethod
+    def for_backbone(cls, tokenizer, backbone: "LayerBackbone", device: str = "cpu") -> "TextBatcher":
+        return cls(tokenizer, device, getattr(backbone, "prepend_id", None))
+
+    def tokenize(self, texts: Sequence[str], max_length: int, offsets: bool = False) -> dict[str, torch.Tensor]:
+        """The tokenizer's padded batch (CPU) with the prepended token, if any, as a special token at
+        position 0 (offsets (0, 0)); ``max_length`` counts it."""
+        cap = max_length * MAX_CHARS_PER_TOKEN
+        extra = 1 if self.prepend is not None else 0
+        batch = dict(self.tokenizer([t[:cap] for t in texts], padding=True, truncation=True,
+                                    max_length=max_length - extra, return_tensors="pt",
+                                    return_special_tokens_mask=True, return_offsets_mapping=offsets))
+        if extra:
+            n = batch["input_ids"].shape[0]
+            first = {"input_ids": self.prepend, "attention_mask": 1, "special_tokens_mask": 1}
+            for key, value in first.items():
+                batch[key] = torch.cat([torch.full((n, 1), value, dtype=batch[key].dtype), batch[key]], dim=1)
+            if offsets:
+                batch["offset_mapping"] = torch.cat([torch.zeros((n, 1, 2), dtype=batch["offset_mapping"].dtype),
+                                                     batch["offset_mapping"]], dim=1)
+        return batch
 
     def __call__(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        cap = max_length * MAX_CHARS_PER_TOKEN
-        batch = self.tokenizer([t[:cap] for t in texts], padding=True, truncation=True, max_length=max_length,
-                               return_tensors="pt", return_special_tokens_mask=True)
+        batch = self.tokenize(texts, max_length)
         token_mask = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
-        return {"input_ids": batch["input_ids"].to(self.device),
-                "attention_mask": batch["attention_mask"].to(self.device),
+        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device),
                 "token_mask": token_mask.to(self.device)}
 
     def lengths(self, texts: Sequence[str], max_length: int) -> list[int]:
         """Token counts (special tokens included, after truncation): the sort key of length-sorted batching."""
         cap = max_length * MAX_CHARS_PER_TOKEN
-        enc = self.tokenizer([t[:cap] for t in texts], truncation=True, max_length=max_length,
+        extra = 1 if self.prepend is not None else 0
+        enc = self.tokenizer([t[:cap] for t in texts], truncation=True, max_length=max_length - extra,
                              add_special_tokens=True)
-        return [len(ids) for ids in enc["input_ids"]]
+        return [len(ids) + extra for ids in enc["input_ids"]]
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

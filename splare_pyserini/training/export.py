@@ -49,9 +49,11 @@ def stored_dtype(spec: str) -> torch.dtype:
 @torch.no_grad()
 def export_checkpoint(folder: str | Path, encoder: SaeSparseEncoder, names: list[str], base_model: str,
                       calibration_texts: Sequence[str], *, sae_trained: bool = False, fp16: bool = True,
-                      provenance: dict | None = None, log_records: Sequence[dict] = ()) -> Path:
+                      provenance: dict | None = None, log_records: Sequence[dict] = (),
+                      lora: dict | None = None) -> Path:
     """Write ``folder`` atomically: ``splare.json``, the ``names`` backbone parameters, the SAE (or a
-    reference to a shipped one) and ``training_log.jsonl``. Returns ``folder``."""
+    reference to a shipped one) and ``training_log.jsonl``. ``lora``: the adapter's description when
+    ``names`` are LoRA matrices (an adapter checkpoint). Returns ``folder``."""
     folder = Path(folder)
     model = encoder.model.eval()
     settings = encoder.settings
@@ -60,10 +62,12 @@ def export_checkpoint(folder: str | Path, encoder: SaeSparseEncoder, names: list
                                max_tokens=CALIBRATION_TOKENS)
     projection = VOCAB if settings.sae == VOCAB else "sae"
     reference = shipped_sae_reference(encoder, sae_trained)
+    backbone = model.backbone
+    attention = backbone.attention if backbone.native_attention == "causal" else None
     checkpoint = Checkpoint(folder, base_model, int(settings.layer), projection,
                             calibrate_quant_scale(model.projection, acts, saturation=model.saturation), settings.pooling,
                             getattr(model.projection, "k", DEFAULT_VOCAB_K) if projection == VOCAB else DEFAULT_VOCAB_K,
-                            reference, dict(provenance or {}))
+                            reference, attention=attention, provenance=dict(provenance or {}), lora=lora)
     sae = None
     if projection == "sae" and reference is None:
         dtype = (torch.float16 if fp16 else torch.float32) if sae_trained else stored_dtype(settings.sae)

