@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -220,6 +221,9 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
             key = row_key(system, cfg, held_out)
             row = load_row(folder / "result.json", key)
             if row is None:
+                if folder.is_dir():  # another recipe's vectors and index: stale, and refused if reused
+                    log.info("%s %s: settings changed, recomputing %s", held_out, system, folder)
+                    shutil.rmtree(folder)
                 log.info("%s %s: running", held_out, system)
                 row = score_system(system, cfg, held_out, data, folder)
                 row["saw"] = what_it_saw(system, held_out, default_training, cfg)
