@@ -152,8 +152,8 @@ def sae_saw(sae: str, held_out: str) -> bool:
     record = Path(resolve_path(sae)) / "training.json"
     if not record.is_file():
         return False
-    sources = json.loads(record.read_text(encoding="utf-8")).get("sources") or [
-        json.loads(record.read_text(encoding="utf-8")).get("source", "")]
+    recorded = json.loads(record.read_text(encoding="utf-8"))
+    sources = recorded.get("sources") or [recorded.get("source", "")]
     return any(Path(str(s)).name == held_out for s in sources)
 
 
