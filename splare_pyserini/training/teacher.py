@@ -8,6 +8,7 @@ Scores are cosines (its embeddings are L2-normalized), divided by the teacher te
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -65,7 +66,8 @@ class CachedTeacher:
         """Write the pending embeddings as a new part file (fp16) and move them to the loaded rows."""
         if not self.pending:
             return
-        path = self.folder / f"part-{len(self.parts):05d}.pt"
+        # a random suffix: runs sharing the cache (leave-one-out models trained at once) never overwrite a part
+        path = self.folder / f"part-{len(self.parts):05d}-{uuid.uuid4().hex[:8]}.pt"
         keys = list(self.pending)
         with atomic_write(path, "wb") as out:
             torch.save({"keys": keys, "embeddings": torch.stack([self.pending[k] for k in keys]).half()}, out)
