@@ -50,7 +50,7 @@ class GeneralizeConfig:
     datasets: tuple[str, ...] = option(SHIPPED_SETS, "the sets, each held out in turn and a source for the others")
     held_out: tuple[str, ...] | None = option(None, "the sets to hold out and score (default: every one of --datasets)")
     systems: tuple[str, ...] = option(SYSTEMS, f"systems to score, of: {', '.join(SYSTEMS)}")
-    steps: int = option(200, "training steps of each leave-one-out model")
+    steps: int = option(150, "training steps of each leave-one-out model")
     train_batch_size: int = option(16, "training queries per step")
     train_weight: float = option(1.0, "sampling weight of each train-judgment source")
     corpus_weight: float = option(0.5, "sampling weight of each unlabeled-corpus source")

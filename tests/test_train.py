@@ -47,12 +47,33 @@ def test_defaults_reproduce_the_shipped_recipe():
 
     shipped = json.loads((Path(resolve_path(DEFAULT_MODEL)) / "splare.json").read_text())
     cfg = TrainConfig()
-    assert (cfg.model, cfg.sae, cfg.negatives, cfg.mode) == (BASE_MODEL, DEFAULT_SAE, "bm25", "in-domain")
+    assert (cfg.model, cfg.sae, cfg.negatives) == (BASE_MODEL, DEFAULT_SAE, "bm25")
     assert shipped["sae"] == DEFAULT_SAE and shipped["base_model"] == BASE_MODEL
     recipe = shipped["training"]
-    for name in ("model", "steps", "batch_size", "lr", "warmup_steps", "temperature", "lambda_d", "lambda_q", "flops_warmup",
-                 "query_max_length", "doc_max_length", "negatives_depth", "seed"):
+    for name in ("model", "sae", "steps", "batch_size", "lr", "warmup_steps", "temperature", "lambda_d", "lambda_q",
+                 "flops_warmup", "query_max_length", "doc_max_length", "negatives_depth", "seed"):
         assert getattr(cfg, name) == recipe[name], name
+
+
+def test_the_default_model_card_command_is_its_recorded_recipe():
+    """The card's command, parsed as the CLI parses it, is exactly the config the checkpoint records."""
+    import shlex
+    from dataclasses import asdict
+
+    from splare_pyserini.config import parse_config
+    from splare_pyserini.model.artifacts import resolve_path
+    from splare_pyserini.model.settings import DEFAULT_MODEL
+
+    folder = Path(resolve_path(DEFAULT_MODEL))
+    blocks = (folder / "README.md").read_text().split("```")
+    command = next(b for b in blocks if "python -m splare_pyserini.train " in b).replace("\\\n", " ")
+    argv = shlex.split(command)
+    cfg = json.loads(json.dumps(asdict(parse_config(TrainConfig, argv[argv.index("splare_pyserini.train") + 1:],
+                                                    "train"))))
+    recorded = json.loads((folder / "splare.json").read_text())["training"]
+    assert recorded["sources"] and recorded["distill"] == "kl"
+    differing = {k: (cfg.get(k), v) for k, v in recorded.items() if k not in ("output", "teacher_cache") and cfg.get(k) != v}
+    assert not differing
 
 
 def test_training_changes_only_the_blocks_and_exports_a_checkpoint(tmp_path, tiny_beir, tiny_model, tiny_sae,

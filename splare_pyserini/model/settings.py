@@ -12,8 +12,8 @@ from .. import __version__
 from ..config import check_fields, option, require
 
 INFO_FILE = "encode_info.json"  # the settings, next to every folder of vectors and copied into the index
-DEFAULT_MODEL = "splare-minilm-scifact"  # the shipped SPLARE checkpoint (resources/models)
-DEFAULT_SAE = "minilm-l6-layer6-topk-sae"  # the shipped SAE, used with a plain (non-checkpoint) model
+DEFAULT_MODEL = "splare-minilm"  # the shipped SPLARE checkpoint (resources/models)
+DEFAULT_SAE = "minilm-l6-layer6-topk-sae-v2"  # the default's SAE, used with a plain (non-checkpoint) model
 VOCAB = "vocab"  # ``sae=VOCAB``: the backbone's own vocabulary (tied embeddings, top-k per token) instead of SAE latents
 MLM = "mlm"  # ``sae=MLM``: a SPLADE model's own MLM head (e.g. SPLADE-tiny), at the model's last layer
 VOCABULARY_PROJECTIONS = (VOCAB, MLM)  # latent i is vocabulary token i

@@ -6,9 +6,13 @@ Loss (:class:`SpladeLoss`): InfoNCE over in-batch and hard negatives + FLOPS on 
 queries (separate weights, quadratic warm-up) + optional distillation from a dense teacher.
 Only the transformer blocks up to the layer train (embeddings and projection frozen).
 
-    python -m splare_pyserini.train --dataset scifact --mode in-domain --output models/splare-minilm-scifact
+    python -m splare_pyserini.train --output models/splare-minilm --sources scifact:train nfcorpus:train \
+        scifact:corpus=0.5 nfcorpus:corpus=0.5 cranfield:corpus=0.5 cacm:corpus=0.5 \
+        --distill kl --teacher all-mpnet-base-v2
 
-reproduces the shipped default's recipe. ``--mode in-domain`` uses ``qrels/train.tsv``;
+reproduces the shipped default's recipe (its model card holds the exact command; a test parses it);
+``--dataset scifact --mode in-domain --sae minilm-l6-layer6-topk-sae --steps 200`` the SciFact
+in-domain model's (``splare-minilm-scifact``). ``--mode in-domain`` uses ``qrels/train.tsv``;
 ``--mode zero-shot`` uses self-supervised pairs from the corpus only. Hard negatives come from BM25
 (``--negatives bm25``), a JSONL file of your own (``--negatives FILE``, one
 ``{"query": <text>, "negatives": [<doc id>, ...]}`` per line) or nowhere (``--negatives none``).
@@ -68,7 +72,7 @@ class TrainConfig:
                                    choices=ATTENTIONS)
     vocab_k: int | None = option(None, "terms per token of the vocabulary twin (default: a twin checkpoint's "
                                        "own, else the shipped SAE's k)")
-    steps: int = option(200, "optimizer steps")
+    steps: int = option(150, "optimizer steps")
     batch_size: int = option(16, "queries per step (each with its positive and one hard negative)")
     lr: float = option(5e-5, "peak learning rate (AdamW)")
     weight_decay: float = option(0.01, "AdamW weight decay")
