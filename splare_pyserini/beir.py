@@ -1,7 +1,8 @@
 """End to end on a BEIR collection: encode -> impact index -> TREC run -> trec_eval, next to BM25.
 
 Everything lands under ``--output``: ``splare/`` (``vectors/``, ``index/``, ``run.trec``), ``bm25/``
-(``index/``, ``run.trec``) and ``scores.json``. Each stage is resumable and skipped when already
+(``index/``, ``run.trec``), ``hybrid/run.trec`` (reciprocal-rank fusion of the two runs through Pyserini's
+fusion, k = 60: the hybrid a user can deploy beside BM25) and ``scores.json``. Each stage is resumable and skipped when already
 complete; each also runs alone (``encode``, ``index``, ``search``, ``evaluate`` modules).
 ``--ray ADDRESS --shard-num N`` encodes the corpus's N shards on a Ray cluster (see
 ``splare_pyserini.distributed``); queries, indexing and search stay in this process.
@@ -27,6 +28,7 @@ from .model.settings import EncoderSettings
 from .pipeline import RunSettings, run_bm25_system, run_sparse_system
 
 log = logging.getLogger(__name__)
+HYBRID = "RRF(SPLARE, BM25)"
 COLUMNS = ("nDCG@10", "R@100", "doc nnz", "query nnz", "index MB", "encode docs/s")
 
 
@@ -57,6 +59,7 @@ class BeirConfig:
     dataset: str = option("scifact", "BEIR folder, or a name (looked up in $SPLARE_BEIR_DIR, then the shipped sets)")
     split: str = option("test", "qrels split whose queries are run")
     bm25: bool = option(True, "run the BM25 baseline too")
+    hybrid: bool = option(True, "with --bm25, also score RRF(SPLARE, BM25) (Pyserini's reciprocal-rank fusion)")
     baselines: tuple[str, ...] = option((), "more systems scored beside SPLARE, none by default: "
                                             f"{', '.join(BASELINES)}")
     language: str = option("en", "analyzer of the BM25 baseline (Anserini's -language: en, de, es, ar, zh, ...)",
@@ -89,12 +92,24 @@ def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[s
     if cfg.bm25:
         results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split,
                                           language=cfg.language)
+        if cfg.hybrid:
+            results[HYBRID] = run_hybrid(data, [output / "splare", output / "bm25"], output / "hybrid", cfg)
     for name in cfg.baselines:
         label, run_baseline = BASELINES[name]
         results[label] = run_baseline(data, output / name, cfg)
     write_json(output / "scores.json", {"dataset": str(cfg.dataset), "split": cfg.split, "encoder": encoder.info(),
                                         "results": results})
     return results
+
+
+def run_hybrid(data, systems: list[Path], folder: Path, cfg: BeirConfig) -> dict:
+    """RRF of the systems' run files (cheap: always recomputed from them), scored like every other row."""
+    from .lucene.evaluate import evaluate_run
+    from .lucene.fusion import fuse_runs
+    from .pipeline import qrels_file
+
+    fused = fuse_runs([system / "run.trec" for system in systems], folder / "run.trec", hits=cfg.run.hits)
+    return evaluate_run(data.qrels, fused, qrels_file(data, folder, cfg.split))
 
 
 def _ray_corpus_encoder(cfg: BeirConfig, source: str):

@@ -38,7 +38,7 @@ def test_retrieval_quality_on_real_data(slice_run):
                                                 pytest.approx(BM25_SLICE_RECALL, abs=1e-4))
     assert splare["nDCG@10"] > 0.8 and splare["R@100"] > 0.95
     # the baselines no one here trained (SPLADE-tiny on MS MARCO, MiniLM's own dense embeddings) find them too
-    assert list(results) == ["SPLARE", "BM25", "SPLADE-tiny", "dense MiniLM"]
+    assert list(results) == ["SPLARE", "BM25", "RRF(SPLARE, BM25)", "SPLADE-tiny", "dense MiniLM"]
     assert results["SPLADE-tiny"]["nDCG@10"] > 0.7 and results["dense MiniLM"]["nDCG@10"] > 0.7
     assert results["SPLADE-tiny"]["doc nnz"] > 0 and (slice_run[0] / "dense" / "run.trec").is_file()
     for row in results.values():  # trec_eval (through Pyserini) and ir-measures agree
@@ -46,6 +46,30 @@ def test_retrieval_quality_on_real_data(slice_run):
         assert row["R@100"] == pytest.approx(row["R@100 (ir-measures)"], abs=1e-4)
     saved = json.loads((slice_run[0] / "scores.json").read_text())
     assert saved["results"]["SPLARE"]["nDCG@10"] == splare["nDCG@10"] and saved["encoder"]["model_hash"]
+
+
+def read_run(path) -> dict[str, list[str]]:
+    ranked: dict[str, list[tuple[int, str]]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, docid, rank, _, _ = line.split(" ")
+        ranked.setdefault(qid, []).append((int(rank), docid))
+    return {q: [d for _, d in sorted(hits)] for q, hits in ranked.items()}
+
+
+def test_hybrid_is_reciprocal_rank_fusion_of_the_two_runs(slice_run):
+    """The hybrid row's run is RRF (k = 60) of SPLARE's and BM25's runs, computed here independently."""
+    out, results = slice_run
+    splare, bm25, fused = (read_run(out / name / "run.trec") for name in ("splare", "bm25", "hybrid"))
+    assert set(fused) == set(splare) == set(bm25)
+    for qid, ranking in fused.items():
+        score: dict[str, float] = {}
+        for run in (splare[qid], bm25[qid]):
+            for rank, docid in enumerate(run, start=1):
+                score[docid] = score.get(docid, 0.0) + 1.0 / (60 + rank)
+        expected = sorted(score, key=lambda d: (-score[d], d))
+        top = ranking[:10]
+        assert [round(score[d], 12) for d in top] == [round(score[d], 12) for d in expected[:10]], qid
+    assert results["RRF(SPLARE, BM25)"]["nDCG@10"] > 0.8
 
 
 def test_run_file_is_trec_format(slice_run):
