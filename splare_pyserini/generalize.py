@@ -38,10 +38,13 @@ log = logging.getLogger(__name__)
 SHIPPED_SETS = ("scifact", "nfcorpus", "cranfield", "cacm")
 DEFAULT_LAYER = 6  # of the leave-one-out models when no --sae records one
 MPNET = "all-mpnet-base-v2"
-SYSTEMS = ("bm25", "dense", "dense-mpnet", "splade-tiny", "default", "splare-loo", "vocab-loo", "hybrid")
+SYSTEMS = ("bm25", "dense", "dense-mpnet", "splade-tiny", "default", "default-hybrid", "splare-loo", "vocab-loo",
+           "hybrid")
+FUSED = {"hybrid": "splare-loo", "default-hybrid": "default"}  # RRF(system, BM25)
 LABELS = {"bm25": "BM25", "dense": "dense MiniLM", "dense-mpnet": "dense mpnet", "splade-tiny": "SPLADE-tiny",
           "default": "shipped default", "splare-loo": "SPLARE, leave-one-out",
-          "vocab-loo": "vocabulary twin, leave-one-out", "hybrid": "RRF(SPLARE leave-one-out, BM25)"}
+          "vocab-loo": "vocabulary twin, leave-one-out", "hybrid": "RRF(SPLARE leave-one-out, BM25)",
+          "default-hybrid": "RRF(shipped default, BM25)"}
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def what_it_saw(system: str, held_out: str, default_training: dict, cfg: General
     """What a system's model saw of the held-out set: nothing / unlabeled corpus text / train judgments."""
     if system in ("splare-loo", "hybrid") and cfg is not None and cfg.sae is not None and sae_saw(cfg.sae, held_out):
         return "unlabeled corpus text (its SAE's training text)"
-    if system != "default":
+    if system not in ("default", "default-hybrid"):
         return "nothing"
     from .training.sources import SourceSpec
 
@@ -184,8 +187,8 @@ def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Datase
         return run_bm25_system(data, resolve_beir_folder(held_out), folder, cfg.run)
     if system in ("dense", "dense-mpnet"):
         return run_dense_system(DenseEncoder(BASE_MODEL if system == "dense" else MPNET), data, folder, cfg.run)
-    if system == "hybrid":
-        runs = [folder.parent / "splare-loo" / "run.trec", folder.parent / "bm25" / "run.trec"]
+    if system in FUSED:
+        runs = [folder.parent / FUSED[system] / "run.trec", folder.parent / "bm25" / "run.trec"]
         fused = fuse_runs(runs, folder / "run.trec", hits=cfg.run.hits)
         return evaluate_run(data.qrels, fused, qrels_file(data, folder))
     encoder = {"splade-tiny": lambda: SaeSparseEncoder("splade-tiny", sae=MLM),
@@ -201,7 +204,7 @@ def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:
     if system in ("splare-loo", "vocab-loo", "hybrid"):
         key["recipe"] = {k: v for k, v in asdict(cfg).items()
                          if k not in ("output", "systems", "run", "held_out", "split")}
-    if system == "default":
+    if system in ("default", "default-hybrid"):
         key["model"] = content_hash(DEFAULT_MODEL)
     return key
 
@@ -210,8 +213,9 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
     output = Path(cfg.output)
     default_training = (read_checkpoint(DEFAULT_MODEL).provenance or {}).get("training", {})
     order = [s for s in SYSTEMS if s in cfg.systems]
-    if "hybrid" in order:  # fusion reads the two runs it fuses
-        order = [s for s in ("bm25", "splare-loo") if s not in order] + order
+    for fused, system in FUSED.items():  # fusion reads the two runs it fuses
+        if fused in order:
+            order = [s for s in ("bm25", system) if s not in order] + order
     results: dict[str, dict[str, dict]] = {}
     for held_out in cfg.held_out or cfg.datasets:
         data = load_beir(resolve_beir_folder(held_out), cfg.split, need_qrels=True)

@@ -26,6 +26,7 @@ def test_what_the_shipped_default_saw():
     assert what_it_saw("default", "cacm", in_domain) == "nothing"
     mixed = {"sources": ["scifact:train", "cacm:corpus=0.5"]}
     assert what_it_saw("default", "cacm", mixed) == "unlabeled corpus text"
+    assert what_it_saw("default-hybrid", "scifact", mixed) == "train judgments"
     assert what_it_saw("bm25", "scifact", in_domain) == "nothing"
     shipped_sae = GeneralizeConfig(sae="minilm-l6-layer6-topk-sae")  # trained on SciFact's text
     assert what_it_saw("splare-loo", "scifact", {}, shipped_sae) == "unlabeled corpus text (its SAE's training text)"
@@ -43,12 +44,14 @@ def test_protocol_end_to_end_on_two_tiny_sets(tmp_path, tiny_model, tiny_sae, mo
     (roots / "computing" / "qrels" / "train.tsv").unlink()  # one set without a train split
     monkeypatch.setenv("SPLARE_BEIR_DIR", str(roots))
     cfg = GeneralizeConfig(output=str(tmp_path / "out"), datasets=("medical", "computing"),
-                           systems=("bm25", "splare-loo", "vocab-loo", "hybrid"), steps=2, train_batch_size=4,
+                           systems=("bm25", "default-hybrid", "splare-loo", "vocab-loo", "hybrid"), steps=2,
+                           train_batch_size=4,
                            distill=None, model=str(tiny_model), sae=str(tiny_sae), negatives="none")
     results = run_generalize(cfg)
     assert set(results) == {"medical", "computing"}
     for held_out, rows in results.items():
-        assert list(rows) == ["bm25", "splare-loo", "vocab-loo", "hybrid"]
+        assert list(rows) == ["bm25", "default-hybrid", "splare-loo", "vocab-loo", "hybrid"]  # "default": fused,
+        assert (tmp_path / "out" / held_out / "default" / "run.trec").is_file()  # run, not listed
         assert all(0 < row["nDCG@10"] <= 1 for row in rows.values())
         assert rows["bm25"]["nDCG@10"] > 0.5  # the tiny sets are lexical: BM25 finds them
         [model] = (tmp_path / "out" / "models").glob(f"splare-without-{held_out}-*")
