@@ -25,7 +25,7 @@ from .model.artifacts import BASE_MODEL
 from .lucene.index import BM25_LANGUAGES
 from .model.encoder import SaeSparseEncoder
 from .model.settings import EncoderSettings
-from .pipeline import RunSettings, run_bm25_system, run_sparse_system
+from .pipeline import RunSettings, run_bm25_system, run_fused_system, run_sparse_system
 
 log = logging.getLogger(__name__)
 HYBRID = "RRF(SPLARE, BM25)"
@@ -93,23 +93,14 @@ def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[s
         results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split,
                                           language=cfg.language)
         if cfg.hybrid:
-            results[HYBRID] = run_hybrid(data, [output / "splare", output / "bm25"], output / "hybrid", cfg)
+            results[HYBRID] = run_fused_system(data, [output / "splare", output / "bm25"], output / "hybrid",
+                                               cfg.run, split=cfg.split)
     for name in cfg.baselines:
         label, run_baseline = BASELINES[name]
         results[label] = run_baseline(data, output / name, cfg)
     write_json(output / "scores.json", {"dataset": str(cfg.dataset), "split": cfg.split, "encoder": encoder.info(),
                                         "results": results})
     return results
-
-
-def run_hybrid(data, systems: list[Path], folder: Path, cfg: BeirConfig) -> dict:
-    """RRF of the systems' run files (cheap: always recomputed from them), scored like every other row."""
-    from .lucene.evaluate import evaluate_run
-    from .lucene.fusion import fuse_runs
-    from .pipeline import qrels_file
-
-    fused = fuse_runs([system / "run.trec" for system in systems], folder / "run.trec", hits=cfg.run.hits)
-    return evaluate_run(data.qrels, fused, qrels_file(data, folder, cfg.split))
 
 
 def _ray_corpus_encoder(cfg: BeirConfig, source: str):

@@ -31,7 +31,7 @@ from .io import load_row, markdown_table, save_row, write_json
 from .model.artifacts import BASE_MODEL, content_hash
 from .model.checkpoint import read_checkpoint
 from .model.settings import DEFAULT_MODEL, MLM, VOCAB
-from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_sparse_system
+from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_fused_system, run_sparse_system
 from .training.losses import DISTILLATIONS
 
 log = logging.getLogger(__name__)
@@ -177,20 +177,16 @@ def what_it_saw(system: str, held_out: str, default_training: dict, cfg: General
 
 
 def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Dataset, folder: Path) -> dict:
-    from .lucene.evaluate import evaluate_run
-    from .lucene.fusion import fuse_runs
     from .model.dense import DenseEncoder
     from .model.encoder import SaeSparseEncoder
-    from .pipeline import qrels_file
 
     if system == "bm25":
         return run_bm25_system(data, resolve_beir_folder(held_out), folder, cfg.run)
     if system in ("dense", "dense-mpnet"):
         return run_dense_system(DenseEncoder(BASE_MODEL if system == "dense" else MPNET), data, folder, cfg.run)
     if system in FUSED:
-        runs = [folder.parent / FUSED[system] / "run.trec", folder.parent / "bm25" / "run.trec"]
-        fused = fuse_runs(runs, folder / "run.trec", hits=cfg.run.hits)
-        return evaluate_run(data.qrels, fused, qrels_file(data, folder))
+        return run_fused_system(data, [folder.parent / FUSED[system], folder.parent / "bm25"], folder, cfg.run,
+                                split=cfg.split)
     encoder = {"splade-tiny": lambda: SaeSparseEncoder("splade-tiny", sae=MLM),
                "default": lambda: SaeSparseEncoder(),
                "splare-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, loo_sae(cfg, held_out)))),

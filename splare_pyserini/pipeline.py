@@ -105,6 +105,17 @@ def run_bm25_system(data: Dataset, beir_folder: str | Path, folder: str | Path, 
             "index MB": round(index_size_bytes(index) / 1e6, 3), "language": language}
 
 
+def run_fused_system(data: Dataset, systems: list[Path], folder: str | Path, run: RunSettings = RunSettings(),
+                     measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test") -> dict:
+    """Reciprocal-rank fusion (Pyserini's, k = 60) of the ``run.trec`` of each system folder, scored like every
+    other row; cheap, so always recomputed from the runs it fuses."""
+    from .lucene.fusion import fuse_runs
+
+    folder = Path(folder)
+    fused = fuse_runs([Path(system) / "run.trec" for system in systems], folder / "run.trec", hits=run.hits)
+    return evaluate_run(data.qrels, fused, qrels_file(data, folder, split), measures)
+
+
 def encode_dense_corpus(dense, data: Dataset, path: Path, batch_size: int) -> tuple[list[str], "torch.Tensor"]:
     """(document ids, normalized embeddings), encoded once in token-length-sorted batches and cached at ``path``."""
     import torch

