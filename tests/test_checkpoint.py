@@ -37,6 +37,35 @@ def test_every_field_round_trips(tmp_path, tiny_model, tiny_encoder):
     assert loaded.model.projection.k == 7 and loaded.settings.pooling == "sum" and loaded.settings.quant_scale == 12.5
 
 
+def test_trained_pruning_round_trips_and_is_the_encoding_default(tmp_path, tiny_model, tiny_encoder, tiny_sae):
+    pruned = Checkpoint(tmp_path / "pruned", str(tiny_model), 2, "sae", 3.0, "max", topk=5, query_topk=2)
+    write_and_read(tmp_path / "pruned", pruned, tiny_encoder)
+    import shutil
+    shutil.copytree(tiny_sae, tmp_path / "pruned" / "sae")
+    back = read_checkpoint(str(tmp_path / "pruned"))
+    assert back == pruned
+    encoder = SaeSparseEncoder(str(tmp_path / "pruned"))
+    assert (encoder.settings.topk, encoder.settings.query_topk) == (5, 2)
+    assert all(len(v) <= 5 for v in encoder.encode_documents(TEXTS))
+    assert all(len(v) <= 2 for v in encoder.encode_queries(TEXTS))
+    unpruned = SaeSparseEncoder(str(tmp_path / "pruned"), topk=0, query_topk=0)  # 0: keep every latent
+    assert max(len(v) for v in unpruned.encode_documents(TEXTS)) > 5
+    assert SaeSparseEncoder(unpruned.settings).settings.topk == 0  # resolved settings load back as themselves
+
+
+@pytest.mark.parametrize("field, value", [("topk", 0), ("query_topk", "40"), ("topk", True)])
+def test_a_bad_recorded_pruning_is_refused(tmp_path, tiny_model, tiny_encoder, field, value):
+    import json
+
+    write_and_read(tmp_path / "bad", Checkpoint(tmp_path / "bad", str(tiny_model), 2, "sae", 3.0), tiny_encoder)
+    info = json.loads((tmp_path / "bad" / "splare.json").read_text())
+    (tmp_path / "bad" / "splare.json").write_text(json.dumps({**info, field: value}))
+    from splare_pyserini.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match=f"splare.json: .*{field} must be a positive integer"):
+        read_checkpoint(str(tmp_path / "bad"))
+
+
 def test_a_shipped_sae_reference_round_trips(tmp_path, tiny_model, tiny_encoder, shipped_tiny_sae):
     ref = Checkpoint(tmp_path / "ref", str(tiny_model), 2, "sae", 3.0, "max", sae=shipped_tiny_sae)
     back = write_and_read(tmp_path / "ref", ref, tiny_encoder)

@@ -61,7 +61,7 @@ def test_validation_is_the_same_for_api_and_cli(capsys):
 def test_encoder_settings_refuse_bad_values_before_loading():
     for bad, message in [({"pooling": "mean"}, "pooling: 'mean'"), ({"dtype": "float64"}, "dtype: 'float64'"),
                          ({"sae_dtype": "float16"}, "sae_dtype: 'float16'"), ({"layer": 0}, "layer: must be >= 1"),
-                         ({"query_topk": 0}, "query_topk: must be >= 1"), ({"prefix": "L "}, "prefix: must be")]:
+                         ({"query_topk": -1}, "query_topk: must be >= 0"), ({"prefix": "L "}, "prefix: must be")]:
         with pytest.raises(InputError, match=message):
             EncoderSettings(**bad)
 
@@ -105,7 +105,7 @@ def test_importing_the_encoders_starts_no_jvm():
     ("encode", "EncodeConfig"), ("search", "SearchConfig"), ("beir", "BeirConfig"), ("index", "IndexConfig"),
     ("evaluate", "EvaluateConfig"), ("train", "TrainConfig"), ("train_sae", "TrainSaeConfig"),
     ("sae_sweep", "SweepConfig"), ("bench", "BenchConfig"), ("generalize", "GeneralizeConfig"),
-    ("explain", "ExplainConfig"), ("label_latents", "LabelConfig"),
+    ("explain", "ExplainConfig"), ("label_latents", "LabelConfig"), ("bench.prune", "PruneConfig"),
 ])
 def test_every_command_builds_its_cli_from_its_config(module, config):
     """A nested config whose flag collides with its parent's is caught here, not by a user's --help."""

@@ -22,3 +22,15 @@ def test_quantize_keys_sorted_by_latent_id():
 def test_pretokenize_repeats_each_latent_by_its_impact():
     assert pretokenize({"L7": 3, "L12": 1}) == "L7 L7 L7 L12"
     assert pretokenize({}) == ""
+
+
+def test_keep_topk_is_the_encoding_cut_and_passes_gradients_only_to_kept_latents():
+    from splare_pyserini.model.quantize import keep_topk
+
+    weights = torch.tensor([[0.5, 0.125, 0.75, 0.25], [0.25, 0.875, 0.0, 0.375]], requires_grad=True)
+    kept = keep_topk(weights, 2)
+    assert kept.tolist() == [[0.5, 0.0, 0.75, 0.0], [0.0, 0.875, 0.0, 0.375]]
+    (kept * torch.arange(1.0, 5.0)).sum().backward()
+    assert weights.grad.tolist() == [[1.0, 0.0, 3.0, 0.0], [0.0, 2.0, 0.0, 4.0]]
+    assert keep_topk(weights, None) is weights and keep_topk(weights, 0) is weights and keep_topk(weights, 9) is weights
+    assert quantize(weights.detach(), scale=10, topk=0) == quantize(weights.detach(), scale=10)

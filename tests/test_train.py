@@ -140,6 +140,17 @@ def test_twin_trained_with_another_k_loads_with_that_k(tmp_path, tiny_beir, tiny
         assert int((encoder.model(**batch) > 0).sum()) <= 5 * int(batch["token_mask"].sum())
 
 
+def test_training_with_pruning_sees_the_cut_and_records_it(tmp_path, tiny_beir, tiny_model, tiny_sae):
+    trainer = Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae, topk=6, query_topk=3, steps=2))
+    record = trainer.train_step()  # the loss saw pruned vectors: what encoding will write
+    assert 0 < record["nnz_d"] <= 6 and 0 < record["nnz_q"] <= 3
+    ckpt = trainer.fit()
+    assert (read_checkpoint(str(ckpt)).topk, read_checkpoint(str(ckpt)).query_topk) == (6, 3)
+    encoder = SaeSparseEncoder(str(ckpt))
+    assert (encoder.settings.topk, encoder.settings.query_topk) == (6, 3)
+    assert max(len(v) for v in encoder.encode_documents(["protein folding in yeast cells and their chaperones"])) == 6
+
+
 def test_vocab_projection_keeps_k_terms_per_token():
     from splare_pyserini.model.projection import VocabProjection
 

@@ -53,6 +53,9 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: str | Path, qrels_trec: 
     """trec_eval scores, plus the ir-measures check under ``<name> (ir-measures)``."""
     if not Path(run).is_file():
         raise InputError(f"--run {run}: no such run file")
+    if Path(run).stat().st_size == 0:  # no query found anything: every judged query scores 0 (trec_eval -c),
+        # which trec_eval's reader cannot say of an empty file
+        return {**{n: 0.0 for n in names}, **{f"{n} (ir-measures)": 0.0 for n in names}}
     scores = {n: trec_eval(qrels_trec, run, MEASURES[n][0]) for n in names}
     checks = ir_measures_scores(qrels, run, list(names))
     scores.update({f"{n} (ir-measures)": round(v, 4) for n, v in checks.items()})

@@ -1,7 +1,7 @@
 """Trained SPLARE checkpoints: only what training changed, on top of a base model.
 
 A checkpoint folder holds ``splare.json`` (format, base model, layer, projection, pooling,
-quantization scale, the twin's k, and how it was trained), ``backbone.safetensors`` (the trained
+quantization scale, the twin's k, the top-k pruning it was trained with, and how it was trained), ``backbone.safetensors`` (the trained
 backbone parameters only; fp16 when shipped) or, for a LoRA run exported as an adapter,
 ``adapter.safetensors`` (only the LoRA matrices, merged into the base weights at load: an LLM
 checkpoint stays a few MB next to the base it names) and, for SAE projections, either ``sae/`` in
@@ -45,6 +45,8 @@ class Checkpoint:
     provenance: dict = field(default_factory=dict, compare=False)
     attention: str | None = None  # a decoder's attention when trained ("causal"/"bidirectional"); None: the model's own
     lora: dict | None = None  # {"rank", "alpha", "target_modules"}: the weights file holds a LoRA adapter
+    topk: int | None = None  # latents kept per document in training: the encoder's default pruning
+    query_topk: int | None = None  # latents kept per query in training
 
     @property
     def projection_spec(self) -> str:
@@ -66,6 +68,9 @@ class Checkpoint:
             info["attention"] = self.attention
         if self.lora:
             info["lora"] = self.lora
+        for name in ("topk", "query_topk"):
+            if getattr(self, name):
+                info[name] = getattr(self, name)
         return {**self.provenance, **info}
 
 
@@ -84,7 +89,8 @@ def read_checkpoint(model: str) -> Checkpoint | None:
                           info.get("quant_scale"), info.get("pooling", "max"),
                           int(info.get("vocab_k", DEFAULT_VOCAB_K)), info.get("sae"),
                           {k: v for k, v in info.items() if k not in Checkpoint.__dataclass_fields__},
-                          attention=info.get("attention"), lora=info.get("lora"))
+                          attention=info.get("attention"), lora=info.get("lora"),
+                          topk=info.get("topk"), query_topk=info.get("query_topk"))
         if ckpt.projection not in PROJECTIONS:
             raise ValueError(f"projection {ckpt.projection!r} is not one of {PROJECTIONS}")
         if ckpt.pooling not in POOLINGS:
@@ -93,6 +99,10 @@ def read_checkpoint(model: str) -> Checkpoint | None:
             raise ValueError(f"attention {ckpt.attention!r} is not one of {ATTENTIONS}")
         if ckpt.lora is not None and (not isinstance(ckpt.lora, dict) or set(LORA_KEYS) - set(ckpt.lora)):
             raise ValueError(f"lora must hold {', '.join(LORA_KEYS)}, got {ckpt.lora!r}")
+        for name in ("topk", "query_topk"):
+            value = getattr(ckpt, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if ckpt.sae and not (path / SAE_FOLDER).is_dir() and shipped(ckpt.sae) is None:
             raise ValueError(f"it names SAE {ckpt.sae!r}, which is neither in the folder nor shipped")
         return ckpt

@@ -91,8 +91,11 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
         projection = sae
     pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
     saturation = settings.saturation or recorded_saturation or "log1p"
+    # a checkpoint trained with pruning encodes with it unless asked otherwise (0: keep all)
+    topk = settings.topk if settings.topk is not None else (ckpt.topk if ckpt else None)
+    query_topk = settings.query_topk if settings.query_topk is not None else (ckpt.query_topk if ckpt else None)
     resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling, saturation=saturation,
-                                attention=backbone.attention)
+                                attention=backbone.attention, topk=topk, query_topk=query_topk)
     model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype), saturation)
     return LoadedModel(tokenizer, model, resolved, recorded, ckpt)
 

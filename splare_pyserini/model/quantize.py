@@ -8,11 +8,18 @@ CALIBRATION_TEXTS = 200  # documents whose token weights set a trained checkpoin
 CALIBRATION_TOKENS = 20_000
 
 
+def keep_topk(weights: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Each row's ``k`` largest weights, the others zeroed (``None`` or 0: all kept). Differentiable:
+    training applies the same cut as encoding, so gradients reach only the latents that are kept."""
+    if not k or k >= weights.shape[1]:
+        return weights
+    values, idx = torch.topk(weights, k, dim=1)
+    return torch.zeros_like(weights).scatter(1, idx, values)
+
+
 def quantize(weights: torch.Tensor, scale: float, topk: int | None = None, prefix: str = "L") -> list[dict[str, int]]:
     """Rows of float weights -> {prefix+latent id: round(w * scale)}, zeros dropped, keys in id order."""
-    if topk is not None and topk < weights.shape[1]:
-        values, idx = torch.topk(weights, topk, dim=1)
-        weights = torch.zeros_like(weights).scatter_(1, idx, values)
+    weights = keep_topk(weights, topk)
     impacts = torch.round(weights * scale).to(torch.int64)
     vectors = []
     for row in impacts:

@@ -50,9 +50,11 @@ class EncoderSettings:
                                              "SAE's recorded scale, else 100)")
     prefix: str = option("L", "pseudo-term prefix")
     max_length: int = option(256, "document tokens kept")
-    topk: int | None = option(None, "keep the k largest latents per document")
+    topk: int | None = option(None, "keep the k largest latents per document (default: the pruning a checkpoint "
+                                    "was trained with, else all; 0: all)")
     query_max_length: int = option(128, "query tokens kept")
-    query_topk: int | None = option(None, "keep the k largest latents per query")
+    query_topk: int | None = option(None, "keep the k largest latents per query (default: the pruning a "
+                                          "checkpoint was trained with, else all; 0: all)")
     dtype: str = option("float32", "backbone precision", choices=DTYPES)
     sae_dtype: str = option("float32", "precision of the SAE matmul at inference (bfloat16: faster on CPUs "
                                        "with AVX512-BF16; a few impacts move by 1)", choices=SAE_DTYPES)
@@ -60,9 +62,11 @@ class EncoderSettings:
     def __post_init__(self) -> None:
         check_fields(self)
         require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
-        for name in ("max_length", "query_max_length", "topk", "query_topk"):
+        for name in ("max_length", "query_max_length"):
+            require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("topk", "query_topk"):
             value = getattr(self, name)
-            require(value is None or value >= 1, f"{name}: must be >= 1, got {value}")
+            require(value is None or value >= 0, f"{name}: must be >= 0 (0: keep all), got {value}")
         require(self.quant_scale is None or self.quant_scale > 0, f"quant_scale: must be > 0, got {self.quant_scale}")
         require(bool(self.prefix) and not any(c.isspace() for c in self.prefix),
                 f"prefix: must be non-empty without whitespace, got {self.prefix!r}")

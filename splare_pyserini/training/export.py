@@ -1,7 +1,7 @@
 """A trained encoder -> a checkpoint folder, through the checkpoint module's only writer.
 
-Everything the reader honours is written from the model itself: layer, pooling, the twin's k, a
-quantization scale calibrated on the trained weights, and the SAE: a frozen *shipped* SAE is
+Everything the reader honours is written from the model itself: layer, pooling, the twin's k, the
+top-k pruning training applied, a quantization scale calibrated on the trained weights, and the SAE: a frozen *shipped* SAE is
 referenced by name (the checkpoint does not store it twice), any other frozen SAE is saved in
 ``sae/`` in the dtype it came in, and a trained one in fp16 unless ``fp16=False``.
 """
@@ -67,7 +67,8 @@ def export_checkpoint(folder: str | Path, encoder: SaeSparseEncoder, names: list
     checkpoint = Checkpoint(folder, base_model, int(settings.layer), projection,
                             calibrate_quant_scale(model.projection, acts, saturation=model.saturation), settings.pooling,
                             getattr(model.projection, "k", DEFAULT_VOCAB_K) if projection == VOCAB else DEFAULT_VOCAB_K,
-                            reference, attention=attention, provenance=dict(provenance or {}), lora=lora)
+                            reference, attention=attention, provenance=dict(provenance or {}), lora=lora,
+                            topk=settings.topk or None, query_topk=settings.query_topk or None)
     sae = None
     if projection == "sae" and reference is None:
         dtype = (torch.float16 if fp16 else torch.float32) if sae_trained else stored_dtype(settings.sae)

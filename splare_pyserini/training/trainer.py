@@ -4,6 +4,8 @@ The SAE is frozen by default (SPLARE); ``--train-sae`` trains it jointly (SAE-SP
 end-to-end variant); ``--sae vocab`` trains the vocabulary-SPLADE twin with the same recipe.
 Loss (:class:`SpladeLoss`): InfoNCE over in-batch and hard negatives + FLOPS on documents and
 queries (separate weights, quadratic warm-up) + optional distillation from a dense teacher.
+``--topk``/``--query-topk`` prune the pooled vectors inside the forward pass, as encoding will, so
+the model learns to carry a text in the latents it keeps (SPLARE keeps 400 / 40).
 Only the transformer blocks up to the layer train (embeddings and projection frozen).
 
     python -m splare_pyserini.train --output models/splare-minilm --sources scifact:train nfcorpus:train \
@@ -38,6 +40,7 @@ from ..io import atomic_dir
 from ..model.artifacts import BASE_MODEL, content_hash
 from ..model.encoder import SaeSparseEncoder
 from ..model.projection import VocabProjection
+from ..model.quantize import keep_topk
 from ..model.settings import ATTENTIONS, DEFAULT_SAE, POOLINGS, VOCAB, EncoderSettings
 from .export import export_checkpoint
 from .losses import DISTILLATIONS, SpladeLoss
@@ -82,6 +85,10 @@ class TrainConfig:
     lambda_d: float = option(1e-3, "FLOPS weight on documents")
     lambda_q: float = option(1e-3, "FLOPS weight on queries")
     flops_warmup: int = option(100, "steps of quadratic warm-up of both FLOPS weights")
+    topk: int | None = option(None, "latents kept per document inside the training forward pass (the model learns "
+                                    "to put its mass in them); recorded in the checkpoint as its encoding default")
+    query_topk: int | None = option(None, "latents kept per query inside the training forward pass; recorded "
+                                          "like --topk")
     query_max_length: int = option(64, "query tokens kept in training")
     doc_max_length: int = option(192, "document tokens kept in training")
     negatives: str = option("bm25", "hard negatives: bm25, none (random documents), or a JSONL file of "
@@ -107,6 +114,9 @@ class TrainConfig:
         check_fields(self)
         for name in ("steps", "batch_size", "query_max_length", "doc_max_length", "negatives_depth", "save_every"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("topk", "query_topk"):
+            require(getattr(self, name) is None or getattr(self, name) >= 1,
+                    f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "flops_warmup", "lora_rank", "weight_decay", "lambda_d", "lambda_q",
                      "distill_weight"):
             require(getattr(self, name) >= 0, f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -132,7 +142,7 @@ class TrainConfig:
 
     def encoder_settings(self) -> EncoderSettings:
         return EncoderSettings(model=self.model, sae=self.sae, layer=self.layer, pooling=self.pooling,
-                               attention=self.attention,
+                               attention=self.attention, topk=self.topk, query_topk=self.query_topk,
                                max_length=self.doc_max_length, query_max_length=self.query_max_length)
 
 
@@ -197,8 +207,9 @@ class Trainer:
     def train_step(self) -> dict:
         batch = self.sampler.next_batch()
         model = self.encoder.model.train()
-        q = model(**self.encoder.tokenize(batch.queries, query=True))
-        d = model(**self.encoder.tokenize(batch.documents))
+        settings = self.encoder.settings  # the same pruning as at encoding time (a checkpoint's own, or --topk)
+        q = keep_topk(model(**self.encoder.tokenize(batch.queries, query=True)), settings.query_topk)
+        d = keep_topk(model(**self.encoder.tokenize(batch.documents)), settings.topk)
         loss, parts = self.loss(q, d, self.step, self.teacher_scores(batch.queries, batch.documents))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,184 @@
+"""Choose a model's top-k (latents kept per document and per query) by measurement, never on test.
+
+The corpus and the split's queries are encoded once, unpruned; each document k is an index of the
+vectors cut to their k largest impacts, each query k a file of cut queries, and every pair is run
+and scored. Cutting integer impacts keeps what cutting the float weights keeps except at ties
+between equal impacts (broken here by latent id): close enough to choose a k, and the chosen k's
+final figure comes from the encoder itself (``--topk``/``--query-topk``, or a model trained with them).
+
+    python -m splare_pyserini.bench.prune --dataset nfcorpus --split dev --output runs/prune/nfcorpus.dev
+
+Writes ``prune.json`` and ``prune.md``: nDCG@10, R@100, non-zeros, index size and the postings a
+query reads (Lucene's cost: the summed document frequencies of its terms) per pair, and the cheapest
+pair within ``--tolerance`` nDCG@10 of the unpruned model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ..config import check_fields, option, parse_config, require
+from ..datasets import load_beir, resolve_beir_folder
+from ..encode import encode_corpus, encode_queries
+from ..errors import cli_main
+from ..io import atomic_write, load_row, markdown_table, save_row, write_json
+from ..lucene.evaluate import DEFAULT_MEASURES, evaluate_run
+from ..lucene.index import index_size_bytes, index_vectors, read_index_info
+from ..lucene.search import open_searcher, search_topics
+from ..model.settings import DEFAULT_MODEL, INFO_FILE, EncoderSettings
+from ..pipeline import RunSettings, qrels_file
+
+log = logging.getLogger(__name__)
+ALL = 0  # k = 0: every latent kept (the unpruned model)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    dataset: str = option("nfcorpus", "BEIR folder or name")
+    split: str = option("dev", "qrels split whose queries are run: a train or dev split (test is refused: "
+                               "settings are never chosen on test)")
+    output: str = option("runs/prune", "folder for the vectors, one index per document k, runs, prune.json/.md")
+    model: str = option(DEFAULT_MODEL, "the model whose k is chosen (encoded unpruned)")
+    sae: str | None = option(None, "SAE of a plain --model (default: a checkpoint's own)")
+    topk: tuple[int, ...] = option((ALL, 128, 192, 256, 400), "latents kept per document (0: all)")
+    query_topk: tuple[int, ...] = option((ALL, 16, 32, 64), "latents kept per query (0: all)")
+    max_queries: int | None = option(None, "run only the first N queries of the split (by id order), e.g. a "
+                                           "slice of a large train split")
+    tolerance: float = option(0.005, "largest nDCG@10 loss against the unpruned model a chosen pair may have")
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self.split != "test", "split: top-k is chosen on a train or dev split, never on test")
+        for name in ("topk", "query_topk"):
+            values = getattr(self, name)
+            require(bool(values) and all(k >= 0 for k in values), f"{name}: one or more k >= 0 (0: all)")
+        require(self.max_queries is None or self.max_queries >= 1, "max_queries: must be >= 1")
+        require(self.tolerance >= 0, "tolerance: must be >= 0")
+
+
+def cut(vector: dict[str, int], k: int) -> dict[str, int]:
+    """The ``k`` largest impacts of ``vector``, in its key order (latent id order, as the encoder writes
+    it); among equal impacts the earlier key is kept (a stable sort)."""
+    if k == ALL or len(vector) <= k:
+        return vector
+    kept = {t for t, _ in sorted(vector.items(), key=lambda item: -item[1])[:k]}
+    return {t: w for t, w in vector.items() if t in kept}
+
+
+def cut_folder(source: Path, dest: Path, k: int, kind: str) -> Path:
+    """Copy an encode folder's ``corpus/`` (kind ``corpus``) or ``queries.jsonl`` (``queries``) cut to ``k``,
+    with its ``encode_info.json`` recording that top-k."""
+    info = json.loads((source / INFO_FILE).read_text(encoding="utf-8"))
+    info[kind] = {**info.get(kind, {}), "topk": k or None, "cut_from": str(source)}
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted((source / "corpus").glob("*.jsonl")) if kind == "corpus" else [source / "queries.jsonl"]
+    for file in files:
+        target = dest / "corpus" / file.name if kind == "corpus" else dest / file.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(file, encoding="utf-8") as src, atomic_write(target) as out:
+            for line in src:
+                obj = json.loads(line)
+                obj["vector"] = cut(obj["vector"], k)
+                out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    with atomic_write(dest / INFO_FILE) as out:
+        json.dump(info, out, indent=2, sort_keys=True)
+    return dest
+
+
+def document_frequencies(corpus: Path) -> Counter:
+    freq: Counter = Counter()
+    for file in sorted(corpus.glob("*.jsonl")):
+        with open(file, encoding="utf-8") as handle:
+            for line in handle:
+                freq.update(json.loads(line)["vector"].keys())
+    return freq
+
+
+def mean_postings(queries: Path, freq: Counter) -> float:
+    """Mean over queries of the postings their terms point to: what an impact query reads in Lucene."""
+    totals = [sum(freq[t] for t in json.loads(line)["vector"]) for line in open(queries, encoding="utf-8")]
+    return sum(totals) / max(len(totals), 1)
+
+
+def mean_terms(path: Path) -> float:
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    counts = [len(json.loads(line)["vector"]) for f in files for line in open(f, encoding="utf-8")]
+    return sum(counts) / max(len(counts), 1)
+
+
+def choose(rows: list[dict], tolerance: float) -> dict | None:
+    """The pair with the fewest postings read (then the smallest index) whose nDCG@10 is within
+    ``tolerance`` of the unpruned pair's."""
+    full = next((r for r in rows if r["topk"] == ALL and r["query_topk"] == ALL), None)
+    if full is None:
+        return None
+    within = [r for r in rows if r["nDCG@10"] >= full["nDCG@10"] - tolerance]
+    return min(within, key=lambda r: (r["postings per query"], r["index MB"]))
+
+
+def run_prune_sweep(cfg: PruneConfig) -> dict:
+    """Encode once, cut, index, run and score every (document k, query k) pair; returns the report."""
+    from ..model.encoder import SaeSparseEncoder
+
+    output = Path(cfg.output)
+    data = load_beir(resolve_beir_folder(cfg.dataset), cfg.split, need_qrels=True)
+    if cfg.max_queries:
+        keep = sorted(data.queries, key=lambda q: q.id)[:cfg.max_queries]
+        data = replace(data, queries=keep, qrels={q.id: data.qrels[q.id] for q in keep if q.id in data.qrels})
+    encoder = SaeSparseEncoder(EncoderSettings(model=cfg.model, sae=cfg.sae, topk=ALL, query_topk=ALL))
+    vectors = output / "vectors"
+    encode_corpus(data.corpus, vectors, encoder, cfg.run.batch_size, chunk_size=cfg.run.chunk_size, source=data.name)
+    encode_queries(data.queries, vectors, encoder, source=f"{data.name}:{cfg.split}")
+    qrels = qrels_file(data, output, cfg.split)
+    rows = []
+    for k in cfg.topk:
+        docs = cut_folder(vectors, output / f"doc-{k}", k, "corpus") if k else vectors
+        index = output / f"doc-{k}" / "index"
+        if read_index_info(index) is None:
+            index_vectors(docs, index, threads=cfg.run.threads, overwrite=True)
+        freq = document_frequencies(docs / "corpus")
+        for qk in cfg.query_topk:
+            queries = (cut_folder(vectors, output / f"query-{qk}", qk, "queries") if qk else vectors) / "queries.jsonl"
+            key = {"model": encoder.info()["model_hash"], "split": cfg.split, "queries": len(data.queries),
+                   "topk": k, "query_topk": qk, "run": asdict(cfg.run)}
+            cached = output / "rows" / f"doc-{k}-query-{qk}.json"
+            row = load_row(cached, key)
+            if row is None:
+                trec = search_topics(open_searcher(index, str(queries)), vectors / "topics.tsv",
+                                     output / "runs" / f"doc-{k}-query-{qk}.trec", cfg.run.hits, cfg.run.threads,
+                                     cfg.run.search_batch_size)
+                row = {"topk": k, "query_topk": qk, **evaluate_run(data.qrels, trec, qrels, DEFAULT_MEASURES),
+                       "doc nnz": round(mean_terms(docs / "corpus"), 1), "query nnz": round(mean_terms(queries), 1),
+                       "postings per query": round(mean_postings(queries, freq)),
+                       "index MB": round(index_size_bytes(index) / 1e6, 3)}
+                save_row(cached, key, row)
+            log.info("doc k %s, query k %s: nDCG@10 %.4f", k or "all", qk or "all", row["nDCG@10"])
+            rows.append(row)
+    chosen = choose(rows, cfg.tolerance)
+    report = {"dataset": data.name, "split": cfg.split, "queries": len(data.queries), "model": cfg.model,
+              "encoder": encoder.info(), "tolerance": cfg.tolerance, "rows": rows, "chosen": chosen}
+    write_json(output / "prune.json", report)
+    columns = ["doc k", "query k", "nDCG@10", "R@100", "doc nnz", "query nnz", "postings per query", "index MB"]
+    table = markdown_table(columns, [[r["topk"] or "all", r["query_topk"] or "all", r["nDCG@10"], r["R@100"],
+                                      r["doc nnz"], r["query nnz"], r["postings per query"], r["index MB"]]
+                                     for r in rows])
+    choice = (f"chosen (fewest postings within {cfg.tolerance} nDCG@10 of unpruned): doc k {chosen['topk'] or 'all'}, "
+              f"query k {chosen['query_topk'] or 'all'}" if chosen else "no unpruned row: nothing chosen")
+    with atomic_write(output / "prune.md") as out:
+        out.write(f"**{data.name}** ({cfg.split}, {len(data.queries)} queries, {cfg.model})\n\n{table}\n\n{choice}\n")
+    log.info(choice)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_prune_sweep(parse_config(PruneConfig, argv, "python -m splare_pyserini.bench.prune", __doc__))
+
+
+cli = cli_main(main, resumable=True)
+
+if __name__ == "__main__":
+    cli()

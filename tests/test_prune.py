@@ -1,0 +1,57 @@
+"""Choosing top-k by measurement: integer vectors cut as the encoder cuts, every pair scored, test refused."""
+import json
+
+import pytest
+
+from helpers import build_tiny_beir, fail_if_called
+from splare_pyserini.bench.prune import PruneConfig, choose, cut, run_prune_sweep
+from splare_pyserini.errors import InputError
+
+
+def test_cut_keeps_the_largest_impacts_in_key_order_and_earlier_keys_on_ties():
+    vector = {"L3": 5, "L7": 9, "L12": 5, "L40": 1}
+    assert cut(vector, 2) == {"L3": 5, "L7": 9}
+    assert list(cut(vector, 3)) == ["L3", "L7", "L12"]
+    assert cut(vector, 0) is vector and cut(vector, 4) is vector
+
+
+def test_choose_takes_the_cheapest_pair_within_tolerance_of_unpruned():
+    rows = [{"topk": 0, "query_topk": 0, "nDCG@10": 0.50, "postings per query": 900, "index MB": 9.0},
+            {"topk": 256, "query_topk": 64, "nDCG@10": 0.497, "postings per query": 300, "index MB": 3.0},
+            {"topk": 128, "query_topk": 16, "nDCG@10": 0.480, "postings per query": 50, "index MB": 1.5}]
+    assert choose(rows, 0.005)["topk"] == 256
+    assert choose(rows, 0.05)["topk"] == 128
+    assert choose(rows[1:], 0.005) is None  # no unpruned row to compare with
+
+
+def test_the_test_split_is_refused():
+    with pytest.raises(InputError, match="never on test"):
+        PruneConfig(split="test")
+
+
+@pytest.mark.integration
+def test_every_pair_is_indexed_run_and_scored_then_cached(tmp_path, tiny_model, tiny_sae, monkeypatch):
+    from splare_pyserini.bench import prune
+    from splare_pyserini.datasets import load_beir
+    from splare_pyserini.lucene.evaluate import ir_measures_scores
+
+    beir = build_tiny_beir(tmp_path / "beir")
+    cfg = PruneConfig(dataset=str(beir), split="train", output=str(tmp_path / "prune"), model=str(tiny_model),
+                      sae=str(tiny_sae), topk=(0, 4), query_topk=(0, 6))
+    report = run_prune_sweep(cfg)
+    rows = {(r["topk"], r["query_topk"]): r for r in report["rows"]}
+    assert set(rows) == {(0, 0), (0, 6), (4, 0), (4, 6)}
+    assert rows[(4, 0)]["doc nnz"] <= 4 < rows[(0, 0)]["doc nnz"]
+    assert rows[(0, 6)]["query nnz"] <= 6 < rows[(0, 0)]["query nnz"]
+    assert rows[(4, 6)]["postings per query"] < rows[(0, 0)]["postings per query"]
+    assert rows[(4, 0)]["index MB"] < rows[(0, 0)]["index MB"]
+    qrels = load_beir(beir, "train", need_qrels=True).qrels
+    run = tmp_path / "prune" / "runs" / "doc-4-query-6.trec"
+    assert rows[(4, 6)]["nDCG@10"] == pytest.approx(ir_measures_scores(qrels, run, ["nDCG@10"])["nDCG@10"], abs=1e-4)
+    for line in (tmp_path / "prune" / "doc-4" / "corpus").glob("*.jsonl").__next__().open():
+        assert len(json.loads(line)["vector"]) <= 4
+    assert report["chosen"] == choose(report["rows"], cfg.tolerance)
+    assert "| doc k | query k | nDCG@10 |" in (tmp_path / "prune" / "prune.md").read_text()
+
+    monkeypatch.setattr(prune, "search_topics", fail_if_called("search_topics"))
+    assert run_prune_sweep(cfg)["rows"] == report["rows"]  # every row cached
