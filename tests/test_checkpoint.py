@@ -51,6 +51,8 @@ def test_trained_pruning_round_trips_and_is_the_encoding_default(tmp_path, tiny_
     unpruned = SaeSparseEncoder(str(tmp_path / "pruned"), topk=0, query_topk=0)  # 0: keep every latent
     assert max(len(v) for v in unpruned.encode_documents(TEXTS)) > 5
     assert SaeSparseEncoder(unpruned.settings).settings.topk == 0  # resolved settings load back as themselves
+    plain = SaeSparseEncoder(str(tiny_model), sae=str(tiny_sae), topk=0)
+    assert plain.settings.topk is None  # nothing trained to override: "all" is recorded as no top-k
 
 
 @pytest.mark.parametrize("field, value", [("topk", 0), ("query_topk", "40"), ("topk", True)])

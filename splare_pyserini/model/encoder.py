@@ -91,13 +91,21 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
         projection = sae
     pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
     saturation = settings.saturation or recorded_saturation or "log1p"
-    # a checkpoint trained with pruning encodes with it unless asked otherwise (0: keep all)
-    topk = settings.topk if settings.topk is not None else (ckpt.topk if ckpt else None)
-    query_topk = settings.query_topk if settings.query_topk is not None else (ckpt.query_topk if ckpt else None)
+    # a checkpoint trained with pruning encodes with it unless asked otherwise (0: keep all); without
+    # one, "all" is recorded as None either way, so equal settings are recorded alike
+    topk = resolve_topk(settings.topk, ckpt.topk if ckpt else None)
+    query_topk = resolve_topk(settings.query_topk, ckpt.query_topk if ckpt else None)
     resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling, saturation=saturation,
                                 attention=backbone.attention, topk=topk, query_topk=query_topk)
     model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype), saturation)
     return LoadedModel(tokenizer, model, resolved, recorded, ckpt)
+
+
+def resolve_topk(asked: int | None, trained: int | None) -> int | None:
+    """The top-k an encoder applies: asked for, else the checkpoint's trained one; 0 (all) stays 0 only
+    where it overrides a trained one."""
+    k = asked if asked is not None else trained
+    return None if k == 0 and not trained else k
 
 
 def check_adapter_base(ckpt: Checkpoint, base_model: str) -> None:
