@@ -1,5 +1,6 @@
 """The checkpoint writer is the inverse of the reader: every field written is read back, and an
 exported encoder loads back as the same encoder."""
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -40,7 +41,6 @@ def test_every_field_round_trips(tmp_path, tiny_model, tiny_encoder):
 def test_trained_pruning_round_trips_and_is_the_encoding_default(tmp_path, tiny_model, tiny_encoder, tiny_sae):
     pruned = Checkpoint(tmp_path / "pruned", str(tiny_model), 2, "sae", 3.0, "max", topk=5, query_topk=2)
     write_and_read(tmp_path / "pruned", pruned, tiny_encoder)
-    import shutil
     shutil.copytree(tiny_sae, tmp_path / "pruned" / "sae")
     back = read_checkpoint(str(tmp_path / "pruned"))
     assert back == pruned
@@ -97,6 +97,12 @@ def test_export_references_a_frozen_shipped_sae_but_stores_a_trained_one(tmp_pat
     encoder = SaeSparseEncoder(str(tiny_model), sae=shipped_tiny_sae)
     assert shipped_sae_reference(encoder, sae_trained=False) == shipped_tiny_sae
     assert shipped_sae_reference(encoder, sae_trained=True) is None
+    copy = tmp_path / "runs" / "sae-that-became-shipped"
+    shutil.copytree(artifacts.SHIPPED_MODELS / shipped_tiny_sae, copy)
+    (copy / "README.md").write_text("a run's own card")  # not content: the same SAE
+    assert shipped_sae_reference(SaeSparseEncoder(str(tiny_model), sae=str(copy)), False) == shipped_tiny_sae
+    other = build_tiny_sae(tmp_path / "other-sae", model_name=str(tiny_model), k=4)  # another SAE
+    assert shipped_sae_reference(SaeSparseEncoder(str(tiny_model), sae=str(other)), False) is None
     frozen = export_checkpoint(tmp_path / "frozen", encoder, [], str(tiny_model), TEXTS)
     assert read_checkpoint(str(frozen)).sae == shipped_tiny_sae and not (frozen / "sae").exists()
     trained = export_checkpoint(tmp_path / "trained", encoder, [], str(tiny_model), TEXTS, sae_trained=True)

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from ..io import atomic_dir
-from ..model.artifacts import resolve_path, shipped
+from ..model.artifacts import content_hash, resolve_path, shipped, shipped_names
 from ..model.checkpoint import Checkpoint, write_checkpoint
 from ..model.encoder import SaeSparseEncoder
 from ..model.projection import DEFAULT_VOCAB_K
@@ -28,11 +28,17 @@ TRAINING_LOG = "training_log.jsonl"
 
 
 def shipped_sae_reference(encoder: SaeSparseEncoder, sae_trained: bool) -> str | None:
-    """The name of the encoder's SAE if it is a shipped one that training left unchanged."""
+    """The name of the shipped SAE the encoder's frozen SAE is, by content: given by name, or a folder
+    holding the same files (e.g. the run that became the shipped copy), so the checkpoint names it
+    instead of storing it twice."""
     spec = encoder.settings.sae
-    if sae_trained or spec in (None, VOCAB) or shipped(spec) is None:
+    if sae_trained or spec in (None, VOCAB):
         return None
-    return spec
+    if shipped(spec) is not None:
+        return spec
+    found = content_hash(spec)
+    return next((name for name in shipped_names() if (shipped(name) / "cfg.json").is_file()
+                 and content_hash(name) == found), None)
 
 
 def stored_dtype(spec: str) -> torch.dtype:
