@@ -21,7 +21,7 @@ from .datasets import load_beir, resolve_beir_folder
 from .distributed import RaySettings
 from .errors import cli_main
 from .io import markdown_table, write_json
-from .model.artifacts import BASE_MODEL
+from .model.artifacts import BASE_MODEL, MPNET
 from .lucene.index import BM25_LANGUAGES
 from .model.encoder import SaeSparseEncoder
 from .model.settings import EncoderSettings
@@ -50,7 +50,7 @@ def _dense(model: str):
 
 
 BASELINES = {"splade-tiny": ("SPLADE-tiny", _splade_tiny), "dense": ("dense MiniLM", _dense(BASE_MODEL)),
-             "dense-mpnet": ("dense mpnet", _dense("all-mpnet-base-v2"))}
+             "dense-mpnet": ("dense mpnet", _dense(MPNET))}
 
 
 @dataclass(frozen=True)

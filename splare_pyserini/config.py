@@ -25,17 +25,20 @@ _MISSING = dataclasses.MISSING
 
 def option(default: Any = _MISSING, help: str = "", *, choices: Sequence[Any] | None = None,
            flag: str | None = None, metavar: str | None = None, default_factory: Any = _MISSING,
-           cli: bool = True) -> Any:
-    """A config field with its CLI help; ``choices`` are checked by :func:`check_fields`."""
+           cli: bool = True, positional: bool = False) -> Any:
+    """A config field with its CLI help; ``choices`` are checked by :func:`check_fields`;
+    ``positional``: an argument without a flag (``models fetch NAME...``)."""
     metadata = {"help": help, "choices": tuple(choices) if choices else None, "flag": flag,
-                "metavar": metavar, "cli": cli}
+                "metavar": metavar, "cli": cli, "positional": positional}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
 def check_fields(config: object) -> None:
-    """Refuse a value outside a field's ``choices`` and a non-positive count (``*_steps``, sizes...)."""
+    """Refuse a value outside a field's ``choices``. Every config, nested ones included, calls it in its
+    ``__post_init__``, so a bad choice stops before any model loads; counts and ranges are each config's own
+    ``require`` checks."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         choices = f.metadata.get("choices")
@@ -118,8 +121,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str 
                 kwargs["required"] = True
         if has_default and default is not None and kind is not bool:
             text += " (default: %(default)s)"
-        group.add_argument(_flag(f), help=text or None, **{k: v for k, v in kwargs.items() if v is not None
-                                                           or k == "default"})
+        name = _flag(f)
+        if f.metadata.get("positional"):  # argparse names a positional by its dest and never calls it required
+            name = kwargs.pop("dest")
+            kwargs.pop("required", None)
+            kwargs.setdefault("nargs", "?" if has_default else None)
+        group.add_argument(name, help=text or None, **{k: v for k, v in kwargs.items() if v is not None
+                                                       or k == "default"})
 
 
 def config_from_namespace(cls: type[C], values: dict[str, Any]) -> C:
@@ -142,12 +150,15 @@ def config_from_namespace(cls: type[C], values: dict[str, Any]) -> C:
 
 def config_to_argv(config: object) -> list[str]:
     """The command line that :func:`parse_config` turns back into ``config`` (to run a command in a child)."""
+    positionals: list[str] = []  # first, so no flag's values run into them
     argv: list[str] = []
     for f in dataclasses.fields(config):
         if not f.init or not f.metadata.get("cli", True):
             continue
         value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
+        if f.metadata.get("positional"):
+            positionals += list(map(str, value)) if isinstance(value, (tuple, list)) else [str(value)]
+        elif dataclasses.is_dataclass(value):
             argv += config_to_argv(value)
         elif isinstance(value, bool):
             argv.append(_flag(f) if value else "--no-" + _flag(f)[2:])
@@ -155,7 +166,7 @@ def config_to_argv(config: object) -> list[str]:
             argv += [_flag(f), *map(str, value)]
         else:
             argv += [_flag(f), "none" if value is None else str(value)]
-    return argv
+    return positionals + argv
 
 
 def build_parser(cls: type, prog: str, doc: str | None = None) -> argparse.ArgumentParser:

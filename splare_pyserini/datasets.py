@@ -21,6 +21,12 @@ TEXT_FIELDS = ("text", "contents", "body", "query")
 PACKAGED_BEIR = Path(__file__).resolve().parent / "resources" / "beir"
 
 
+def join_text(*parts: str | None) -> str:
+    """A document's fields (title, text...) as one text, the same in every reader, the BM25 index and
+    training: each stripped, empty ones dropped, one space between."""
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
 @dataclass(frozen=True)
 class TextRecord:
     """One document or query: an id and the text the encoder sees."""
@@ -75,8 +81,7 @@ def _record_from_json(obj: dict, where: str) -> TextRecord:
     for name in ("title",) + TEXT_FIELDS:
         if obj.get(name) is not None and not isinstance(obj[name], str):
             raise InputError(f"{where}: field {name!r} of record {ident!r} must be a string")
-    text = " ".join(p.strip() for p in parts if p and p.strip())
-    return TextRecord(id=str(ident), text=text)
+    return TextRecord(id=str(ident), text=join_text(*parts))
 
 
 def _dedup(records: Iterator[tuple[str, TextRecord]], report: ReadReport) -> list[TextRecord]:
@@ -196,7 +201,7 @@ def load_ir_datasets(dataset_id: str) -> Dataset:
     def docs():
         for doc in ds.docs_iter():
             fields = doc._asdict()
-            text = " ".join(str(fields[k]).strip() for k in ("title", "text") if fields.get(k))
+            text = join_text(*(str(fields[k]) for k in ("title", "text") if fields.get(k)))
             yield f"{dataset_id} doc {doc.doc_id}", TextRecord(str(doc.doc_id), text)
 
     corpus = _dedup(docs(), report) if ds.has_docs() else []

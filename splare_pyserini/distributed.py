@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .config import option, require
+from .config import check_fields, option, require
 from .errors import InputError, UserError
 from .model.settings import EncoderSettings
 
@@ -49,6 +49,7 @@ class RaySettings:
     ray_max_retries: int = option(3, "restarts of a lost actor, and retries of its shard, before the run fails")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         require(self.ray is None or bool(self.ray.strip()), "ray: an address, 'local' or 'auto'")
         require(self.ray_workers is None or self.ray_workers >= 1,
                 f"ray_workers: must be >= 1, got {self.ray_workers}")

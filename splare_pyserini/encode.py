@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 from tqdm import tqdm
 
 from . import __version__
-from .config import option, parse_config, require
+from .config import check_fields, option, parse_config, require
 from .distributed import RaySettings
 from .datasets import (Dataset, ReadReport, TextRecord, load_beir, load_ir_datasets, looks_like_ir_datasets_id,
                        read_jsonl)
@@ -38,7 +38,7 @@ from .errors import ArtifactError, InputError, cli_main
 from .io import atomic_write, remove_stale_temps
 from .model.encoder import SaeSparseEncoder, normalize_query
 from .model.quantize import pretokenize
-from .model.settings import COMPATIBILITY_KEYS, INFO_FILE, EncoderSettings
+from .model.settings import INFO_FILE, EncoderSettings, settings_diff
 
 DEFAULT_CHUNK = 1000
 KINDS = ("auto", "corpus", "queries")
@@ -80,7 +80,7 @@ def write_info(output: Path, encoder: SaeSparseEncoder, kind: str, **details) ->
     path = output / INFO_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in COMPATIBILITY_KEYS if k in old and old.get(k) != info.get(k))
+        diff = settings_diff(old, info)
         if diff:
             raise ArtifactError(f"{output} holds vectors made with other settings ({', '.join(diff)} differ: "
                                 f"{ {k: old.get(k) for k in diff} }); use a new --output")
@@ -221,8 +221,6 @@ class EncodeConfig:
     distributed: RaySettings = field(default_factory=RaySettings)
 
     def __post_init__(self) -> None:
-        from .config import check_fields
-
         check_fields(self)
         for name in ("batch_size", "shard_num", "chunk_size"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")

@@ -28,16 +28,15 @@ from .config import check_fields, config_to_argv, option, parse_config, require
 from .datasets import Dataset, load_beir, resolve_beir_folder
 from .errors import ArtifactError, cli_main
 from .io import load_row, markdown_table, save_row, write_json
-from .model.artifacts import BASE_MODEL, content_hash
-from .model.checkpoint import read_checkpoint
-from .model.settings import DEFAULT_MODEL, MLM, VOCAB
+from .model.artifacts import BASE_MODEL, MPNET, content_hash
+from .model.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from .model.settings import DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER, DEFAULT_MODEL, MLM, VOCAB
 from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_fused_system, run_sparse_system
 from .training.losses import DISTILLATIONS
+from .training.negatives import SOURCES as NEGATIVES
 
 log = logging.getLogger(__name__)
 SHIPPED_SETS = ("scifact", "nfcorpus", "cranfield", "cacm")
-DEFAULT_LAYER = 6  # of the leave-one-out models when no --sae records one
-MPNET = "all-mpnet-base-v2"
 SYSTEMS = ("bm25", "dense", "dense-mpnet", "splade-tiny", "default", "default-hybrid", "splare-loo", "vocab-loo",
            "hybrid")
 FUSED = {"hybrid": "splare-loo", "default-hybrid": "default"}  # RRF(system, BM25)
@@ -62,11 +61,12 @@ class GeneralizeConfig:
     model: str = option(BASE_MODEL, "backbone the leave-one-out models fine-tune")
     sae: str | None = option(None, "SAE of the leave-one-out SPLARE models (frozen); default: one trained per "
                                    "held-out set with sae-lens on the other sets' documents and train queries")
-    sae_width: int = option(8192, "latents of each leave-one-out SAE (without --sae)")
-    sae_k: int = option(32, "latents active per token of each leave-one-out SAE (without --sae)")
+    sae_width: int = option(DEFAULT_D_SAE, "latents of each leave-one-out SAE (without --sae)")
+    sae_k: int = option(DEFAULT_K, "latents active per token of each leave-one-out SAE (without --sae)")
     sae_steps: int = option(300, "training steps of each leave-one-out SAE (without --sae)")
-    layer: int | None = option(None, "layer of both models (default: the SAE's recorded layer)")
-    negatives: str = option("bm25", "hard negatives of the training sources: bm25 or none")
+    layer: int | None = option(None, "layer of both models (default: the SAE's recorded layer; without --sae, "
+                                     f"{DEFAULT_LAYER}, the shipped SAE's, for the SAEs trained here and the twin)")
+    negatives: str = option("bm25", "hard negatives of the training sources", choices=NEGATIVES)
     vocab_temperature: float = option(5.0, "InfoNCE temperature of the twin (its scores spread wider than the SAE's)")
     seed: int = option(0, "training seed")
     split: str = option("test", "split of each held-out set the rows are scored on (dev: for choosing settings)")
@@ -82,6 +82,7 @@ class GeneralizeConfig:
         require(self.train_weight > 0 and self.corpus_weight >= 0, "train_weight > 0 and corpus_weight >= 0")
         require(min(self.sae_width, self.sae_k, self.sae_steps) >= 1 and self.sae_k <= self.sae_width,
                 "sae_width, sae_k, sae_steps: must be >= 1, and sae_k <= sae_width")
+        require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
 
 
 def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, corpus_weight: float) -> tuple[str, ...]:
@@ -143,7 +144,7 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
     train_cfg = TrainConfig(output=str(Path(cfg.output) / "models" / name),
                             teacher_cache=str(Path(cfg.output) / "teacher"), **fields)
     checkpoint = Path(train_cfg.output) / "checkpoint"
-    if not (checkpoint / "splare.json").is_file():
+    if not (checkpoint / CHECKPOINT_FILE).is_file():
         run_child("splare_pyserini.train", config_to_argv(train_cfg), Path(train_cfg.output))
     return checkpoint
 
@@ -181,9 +182,10 @@ def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Datase
     from .model.encoder import SaeSparseEncoder
 
     if system == "bm25":
-        return run_bm25_system(data, resolve_beir_folder(held_out), folder, cfg.run)
+        return run_bm25_system(data, resolve_beir_folder(held_out), folder, cfg.run, split=cfg.split)
     if system in ("dense", "dense-mpnet"):
-        return run_dense_system(DenseEncoder(BASE_MODEL if system == "dense" else MPNET), data, folder, cfg.run)
+        return run_dense_system(DenseEncoder(BASE_MODEL if system == "dense" else MPNET), data, folder, cfg.run,
+                                split=cfg.split)
     if system in FUSED:
         return run_fused_system(data, [folder.parent / FUSED[system], folder.parent / "bm25"], folder, cfg.run,
                                 split=cfg.split)
@@ -191,7 +193,7 @@ def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Datase
                "default": lambda: SaeSparseEncoder(),
                "splare-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, loo_sae(cfg, held_out)))),
                "vocab-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, VOCAB)))}[system]()
-    return run_sparse_system(encoder, data, folder, cfg.run)
+    return run_sparse_system(encoder, data, folder, cfg.run, split=cfg.split)
 
 
 def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:

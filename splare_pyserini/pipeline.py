@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .config import option, require
+from .config import check_fields, option, require
 from .datasets import Dataset, write_trec_qrels
 from .encode import encode_corpus, encode_queries, write_topics
 from .lucene.evaluate import DEFAULT_MEASURES, evaluate_run
@@ -37,6 +37,7 @@ class RunSettings:
     search_batch_size: int = option(1, "queries per Lucene batch", flag="--batch-size-search")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("batch_size", "chunk_size", "hits", "threads", "search_batch_size"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
 

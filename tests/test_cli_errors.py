@@ -21,6 +21,13 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
     ("beir", ["--output", "{tmp}/o", "--max-length", "0"], "max_length: must be >= 1, got 0"),
     ("encode", ["--input", "scifact", "--output", "{tmp}/o", "--nope"],
      "unrecognized arguments: --nope (see python -m splare_pyserini.encode --help)"),
+    ("train_sae", ["--input", "scifact", "--output", "{tmp}/o", "--architecture", "bogus"],
+     "architecture: 'bogus' is not one of topk, jumprelu"),
+    ("search", ["--index", "{tmp}/i", "--topics", "{tmp}/t.tsv", "--output", "{tmp}/o", "--hits", "0"],
+     "hits: must be >= 1, got 0"),
+    ("models", ["bogus"], "action: 'bogus' is not one of list, fetch"),
+    ("pyserini", [], "name a Pyserini module to run, e.g. python -m splare_pyserini.pyserini search.lucene --index ... "
+                     "(see python -m splare_pyserini.pyserini --help)"),
 ])
 def test_cli_user_errors(tmp_path, module, args, message):
     proc = run_cli(module, *[a.format(tmp=tmp_path) for a in args])

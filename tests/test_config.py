@@ -1,5 +1,9 @@
 """The config idiom: one dataclass per command, its CLI generated from it, validated before any work."""
+import dataclasses
+import importlib
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -101,15 +105,126 @@ def test_importing_the_encoders_starts_no_jvm():
     assert out.split() == ["False", "False", "False"]
 
 
-@pytest.mark.parametrize("module,config", [
+COMMANDS = [
     ("encode", "EncodeConfig"), ("search", "SearchConfig"), ("beir", "BeirConfig"), ("index", "IndexConfig"),
     ("evaluate", "EvaluateConfig"), ("train", "TrainConfig"), ("train_sae", "TrainSaeConfig"),
     ("sae_sweep", "SweepConfig"), ("bench", "BenchConfig"), ("generalize", "GeneralizeConfig"),
     ("explain", "ExplainConfig"), ("label_latents", "LabelConfig"), ("bench.prune", "PruneConfig"),
-])
+    ("xquad", "XquadConfig"), ("models", "ModelsConfig"),
+]
+
+
+def command_config(module: str, config: str) -> type:
+    return getattr(importlib.import_module(f"splare_pyserini.{module}"), config)
+
+
+@pytest.mark.parametrize("module,config", COMMANDS)
 def test_every_command_builds_its_cli_from_its_config(module, config):
     """A nested config whose flag collides with its parent's is caught here, not by a user's --help."""
-    import importlib
+    assert "--help" in build_parser(command_config(module, config), module).format_help()
 
-    cls = getattr(importlib.import_module(f"splare_pyserini.{module}"), config)
-    assert "--help" in build_parser(cls, module).format_help()
+
+def cli_fields(cls: type):
+    """Every CLI field of a command's config, nested configs' included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from cli_fields(hints[f.name])
+        elif f.init and f.metadata.get("cli", True):
+            yield f
+
+
+def flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def required_argv(cls: type) -> list[str]:
+    """A placeholder for each required flag or argument, enough for argparse to reach the config's checks."""
+    argv = []
+    for f in cli_fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            argv += ["x"] if f.metadata.get("positional") else [flag(f), "x"]
+    return argv
+
+
+CHOICE_FIELDS = [(module, config, f.name) for module, config in COMMANDS
+                 for f in cli_fields(command_config(module, config)) if f.metadata.get("choices")]
+
+
+@pytest.mark.parametrize("module,config,name", CHOICE_FIELDS, ids=[f"{m}-{n}" for m, _, n in CHOICE_FIELDS])
+def test_every_command_refuses_a_value_outside_a_fields_choices(module, config, name):
+    """Every command's config checks its choices (nested configs' too) when the command line is parsed,
+    before any model loads: one-line message naming the field and its choices."""
+    cls = command_config(module, config)
+    f = next(f for f in cli_fields(cls) if f.name == name)
+    bad = ["bogus"] if f.metadata.get("positional") else [flag(f), "bogus"]
+    choices = ", ".join(map(str, f.metadata["choices"]))
+    with pytest.raises(InputError) as error:
+        parse_config(cls, required_argv(cls) + bad, module)
+    assert str(error.value) == f"{name}: 'bogus' is not one of {choices}"
+
+
+def test_every_command_is_listed():
+    """Each config a command parses is in COMMANDS, so the checks above reach a new command too."""
+    import re
+
+    package = Path(__file__).resolve().parent.parent / "splare_pyserini"
+    parsed = {name for path in package.rglob("*.py") if path.name != "config.py"
+              for name in re.findall(r"parse_config\((\w+),", path.read_text(encoding="utf-8"))}
+    assert parsed == {config for _, config in COMMANDS}
+
+
+def test_the_fields_that_went_unchecked_are_checked():
+    """train_sae, sae_sweep and generalize once accepted any value of these (and trained on it)."""
+    names = {(module, name) for module, _, name in CHOICE_FIELDS}
+    assert {("train_sae", "architecture"), ("train_sae", "b_dec_init"), ("train_sae", "attention"),
+            ("sae_sweep", "b_dec_init"), ("sae_sweep", "attention"), ("generalize", "negatives"),
+            ("models", "action")} <= names
+
+
+@pytest.mark.parametrize("module,config,argv,message", [
+    ("search", "SearchConfig", ["--hits", "0"], "hits: must be >= 1, got 0"),
+    ("search", "SearchConfig", ["--threads", "0"], "threads: must be >= 1, got 0"),
+    ("search", "SearchConfig", ["--batch-size", "-1"], "batch_size: must be >= 1, got -1"),
+    ("index", "IndexConfig", ["--threads", "0"], "threads: must be >= 1, got 0"),
+    ("generalize", "GeneralizeConfig", ["--layer", "0"], "layer: must be >= 1, got 0"),
+    ("beir", "BeirConfig", ["--hits", "0"], "hits: must be >= 1, got 0"),
+    ("models", "ModelsConfig", ["list", "x"], "names: only fetch takes names, got ['x']"),
+    ("models", "ModelsConfig", ["fetch"], "names: give the models to fetch"),
+])
+def test_counts_and_arguments_are_checked_when_parsed(module, config, argv, message):
+    cls = command_config(module, config)
+    with pytest.raises(InputError) as error:
+        parse_config(cls, required_argv(cls) + argv, module)
+    assert str(error.value) == message
+
+
+def test_positional_arguments_parse_and_round_trip():
+    from splare_pyserini.config import config_to_argv
+    from splare_pyserini.models import ModelsConfig
+
+    assert parse_config(ModelsConfig, [], "models") == ModelsConfig("list", ())
+    fetch = parse_config(ModelsConfig, ["fetch", "a", "b"], "models")
+    assert fetch == ModelsConfig("fetch", ("a", "b")) and config_to_argv(fetch) == ["fetch", "a", "b"]
+    assert parse_config(ModelsConfig, config_to_argv(fetch), "models") == fetch
+
+
+def test_the_model_settings_import_without_torch():
+    """What the configs and the Lucene side read of the model (``model.settings``) does not load torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, splare_pyserini.model.settings, splare_pyserini.model; "
+            "print('torch' in sys.modules); splare_pyserini.model.SaeSparseEncoder; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
+
+
+def test_settings_diff_names_the_keys_both_sides_record_differently():
+    from splare_pyserini.model.settings import settings_diff
+
+    docs = {"model_hash": "m", "layer": 6, "pooling": "max", "attention": None, "topk": 400}
+    assert settings_diff(docs, {**docs, "topk": 40}) == []  # a side's own setting, not a compatibility key
+    assert settings_diff(docs, {**docs, "pooling": "sum", "layer": 4}) == ["layer", "pooling"]
+    older = {k: v for k, v in docs.items() if k != "attention"}  # written before attention was recorded
+    assert settings_diff(older, {**docs, "attention": "causal"}) == []

@@ -80,3 +80,33 @@ def test_each_held_out_set_gets_an_sae_trained_on_the_other_sets_only(tmp_path, 
     assert loo_sae(cfg, "medical") == str(sae) and (sae / "cfg.json").stat().st_mtime_ns == built  # reused
     assert what_it_saw("splare-loo", "medical", {}, GeneralizeConfig(sae=str(sae))) == "nothing"
     assert what_it_saw("splare-loo", "computing", {}, GeneralizeConfig(sae=str(sae))).startswith("unlabeled")
+
+
+def test_every_row_is_scored_on_the_split_it_is_filed_under(tmp_path, monkeypatch):
+    """On ``--split dev`` every system's row passes the split on, so its qrels file is ``qrels.dev.trec`` (the
+    scoring functions themselves run end to end in the integration tests); models are not loaded here."""
+    from splare_pyserini import generalize
+
+    splits = {}
+
+    def recorder(*args, split="test", **kwargs):
+        splits[system] = split
+        return {}
+
+    for name in ("run_bm25_system", "run_dense_system", "run_sparse_system", "run_fused_system"):
+        monkeypatch.setattr(generalize, name, recorder)
+    monkeypatch.setattr("splare_pyserini.model.dense.DenseEncoder", lambda name: name)
+    monkeypatch.setattr("splare_pyserini.model.encoder.SaeSparseEncoder", lambda *args, **kwargs: None)
+    monkeypatch.setattr(generalize, "train_loo", lambda *args: tmp_path)
+    monkeypatch.setattr(generalize, "loo_sae", lambda *args: str(tmp_path))
+    cfg = GeneralizeConfig(output=str(tmp_path), split="dev")
+    for system in generalize.SYSTEMS:
+        generalize.score_system(system, cfg, "nfcorpus", None, tmp_path / system)
+    assert splits == {system: "dev" for system in generalize.SYSTEMS}
+
+
+def test_leave_one_out_settings_are_checked_before_any_work():
+    with pytest.raises(InputError, match="negatives: 'mined' is not one of bm25, none"):
+        GeneralizeConfig(negatives="mined")
+    with pytest.raises(InputError, match="layer: must be >= 1, got 0"):
+        GeneralizeConfig(layer=0)

@@ -51,7 +51,8 @@ def test_defaults_reproduce_the_shipped_recipe():
     assert shipped["sae"] == DEFAULT_SAE and shipped["base_model"] == BASE_MODEL
     recipe = shipped["training"]
     for name in ("model", "sae", "steps", "batch_size", "lr", "warmup_steps", "temperature", "lambda_d", "lambda_q",
-                 "flops_warmup", "query_max_length", "doc_max_length", "negatives_depth", "seed"):
+                 "flops_warmup", "query_max_length", "doc_max_length", "negatives_depth", "seed", "teacher",
+                 "teacher_temperature", "distill_weight"):
         assert getattr(cfg, name) == recipe[name], name
 
 

@@ -60,15 +60,24 @@ def test_calibrate_only_records_the_scale_and_leaves_the_weights(tmp_path, train
 
 
 def test_defaults_are_the_shipped_sae_recipe():
+    """train_sae, sae_sweep and generalize's own SAEs default to the shipped SAE's layer, width and k, through
+    the constants of model.settings."""
+    from splare_pyserini import generalize
+    from splare_pyserini.model import settings
     from splare_pyserini.model.artifacts import BASE_MODEL, resolve_path
-    from splare_pyserini.model.settings import DEFAULT_SAE
+    from splare_pyserini.model.projection import DEFAULT_VOCAB_K
     from splare_pyserini.sae_sweep import SweepConfig
 
-    shipped = json.loads(open(resolve_path(DEFAULT_SAE) + "/cfg.json").read())
+    shipped = json.loads(open(resolve_path(settings.DEFAULT_SAE) + "/cfg.json").read())
     layer = int(shipped["metadata"]["hook_name"].rsplit(".", 1)[1]) + 1
+    recipe = (layer, shipped["d_sae"], shipped["k"])
+    assert (settings.DEFAULT_LAYER, settings.DEFAULT_D_SAE, settings.DEFAULT_K) == recipe
     cfg = TrainSaeConfig(input="scifact", output="x")
-    assert (cfg.model, cfg.layer, cfg.d_sae, cfg.k) == (BASE_MODEL, layer, shipped["d_sae"], shipped["k"])
-    assert SweepConfig().base == (layer, shipped["d_sae"], shipped["k"])
+    assert (cfg.model, cfg.layer, cfg.d_sae, cfg.k) == (BASE_MODEL, *recipe)
+    assert SweepConfig().base == recipe
+    loo = generalize.GeneralizeConfig()
+    assert (generalize.DEFAULT_LAYER, loo.sae_width, loo.sae_k) == recipe and loo.model == BASE_MODEL
+    assert DEFAULT_VOCAB_K == shipped["k"]
 
 
 @pytest.mark.parametrize("argv,message", [

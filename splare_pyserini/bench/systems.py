@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..datasets import Dataset, read_tsv_topics
-from ..model.artifacts import BASE_MODEL
+from ..model.artifacts import BASE_MODEL, MPNET
 from ..model.settings import DEFAULT_MODEL, MLM, VOCAB, EncoderSettings
 from .timing import encode_cost, latency
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 MEASURES = ("nDCG@10", "R@100", "MRR@10")
 SPLADE_TINY = "splade-tiny"  # vocabulary SPLADE trained on MS MARCO, through its own MLM head
-MPNET = "all-mpnet-base-v2"  # assembled from PyPI on first use (model.fetch)
 # Config fields every system's figures depend on, by what the system does.
 SEARCHES = ("run", "latency_queries")
 ENCODES = SEARCHES + ("max_length", "cost_docs", "cost_repeats")

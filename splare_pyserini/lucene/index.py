@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import check_fields, option, parse_config
-from ..datasets import iter_json_lines, resolve_beir_folder
+from ..config import check_fields, option, parse_config, require
+from ..datasets import iter_json_lines, join_text, resolve_beir_folder
 from ..errors import ArtifactError, InputError, cli_main
 from ..io import atomic_dir, atomic_write
 from ..model.settings import INFO_FILE
@@ -40,6 +40,7 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        require(self.threads >= 1, f"threads: must be >= 1, got {self.threads}")
 
 
 def run_anserini_indexer(args: list[str]) -> None:
@@ -103,7 +104,7 @@ def index_bm25(beir_folder: str | Path, index_dir: str | Path, threads: int = 1,
             for lineno, obj in iter_json_lines(folder / "corpus.jsonl"):
                 if "_id" not in obj:
                     raise InputError(f"{folder / 'corpus.jsonl'}:{lineno}: record has no '_id'")
-                text = " ".join(p.strip() for p in (obj.get("title"), obj.get("text")) if p and p.strip())
+                text = join_text(obj.get("title"), obj.get("text"))
                 out.write(json.dumps({"id": str(obj["_id"]), "contents": text}, ensure_ascii=False) + "\n")
         run_anserini_indexer(["-collection", "JsonCollection", "-input", coll, "-index", str(tmp),
                               "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads),

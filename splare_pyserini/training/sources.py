@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import require
-from ..datasets import resolve_beir_folder
+from ..datasets import join_text, resolve_beir_folder
 from .negatives import NegativeSource, attach_negatives, negative_source
-from .pairs import Pair, PairSampler, TrainingBatch, corpus_texts, joined, training_pairs
+from .pairs import Pair, PairSampler, TrainingBatch, corpus_texts, training_pairs
 
 KINDS = {"train": "in-domain", "corpus": "zero-shot"}  # source kind -> pair mode
 
@@ -60,7 +60,7 @@ def load_source(spec: SourceSpec, batch_size: int, seed: int, cache: Path, negat
     pairs = training_pairs(folder, KINDS[spec.kind], seed, corpus)
     require(bool(pairs), f"sources: {spec.dataset} gives no {spec.kind} pairs")
     attach_negatives(pairs, override or negative_source(negatives, folder, cache, depth), depth, corpus)
-    docs = {doc_id: joined(*fields) for doc_id, fields in corpus.items()}
+    docs = {doc_id: join_text(*fields) for doc_id, fields in corpus.items()}
     return LoadedSource(spec, pairs, docs, PairSampler(pairs, docs, batch_size, seed))
 
 

@@ -24,12 +24,12 @@ from typing import Sequence
 
 import torch
 
-from ..config import option, parse_config, require
+from ..config import check_fields, option, parse_config, require
 from ..datasets import load_beir, resolve_beir_folder, write_beir_slice
 from ..errors import cli_main
 from ..io import atomic_write, load_row, markdown_table, save_row, write_json
 from ..model.artifacts import BASE_MODEL
-from ..model.settings import ATTENTIONS
+from ..model.settings import ATTENTIONS, DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER
 
 __all__ = ["SweepPoint", "SweepConfig", "sweep_points", "sample_activations", "retrieval_slice", "run_point",
            "run_sweep", "markdown", "COLUMNS"]
@@ -54,7 +54,8 @@ class SweepConfig:
     dataset: str = option("scifact", "BEIR folder or name")
     output: str = option("runs/sae-sweep", "folder for the points' SAEs, runs and the sweep report")
     model: str = option(BASE_MODEL, "backbone the SAEs are trained on")
-    base: tuple[int, int, int] = option((6, 8192, 32), "the point every variation starts from",
+    base: tuple[int, int, int] = option((DEFAULT_LAYER, DEFAULT_D_SAE, DEFAULT_K),
+                                        "the point every variation starts from",
                                         metavar=("LAYER", "D_SAE", "K"))
     layers: tuple[int, ...] = option((), "layers to try at the base width and k")
     d_sae: tuple[int, ...] = option((), "widths to try at the base layer and k")
@@ -73,6 +74,7 @@ class SweepConfig:
     seed: int = option(0, "seed of sampling, slicing and SAE training")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         require(len(self.base) == 3 and min(self.base) >= 1, f"base: LAYER D_SAE K must be positive, got {self.base}")
         for name in ("layers", "d_sae", "k"):
             require(all(v >= 1 for v in getattr(self, name)), f"{name}: must be positive, got {getattr(self, name)}")

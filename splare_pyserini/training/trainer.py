@@ -37,7 +37,7 @@ from .. import __version__
 from ..config import check_fields, option, parse_config, require
 from ..errors import InputError, cli_main
 from ..io import atomic_dir
-from ..model.artifacts import BASE_MODEL, content_hash
+from ..model.artifacts import BASE_MODEL, MPNET, content_hash
 from ..model.encoder import SaeSparseEncoder
 from ..model.projection import VocabProjection
 from ..model.quantize import keep_topk
@@ -102,7 +102,7 @@ class TrainConfig:
                               choices=("adapter", "merged"))
     distill: str | None = option(None, "distill from a dense teacher", choices=DISTILLATIONS)
     distill_weight: float = option(1.0, "weight of the distillation loss")
-    teacher: str = option(BASE_MODEL, "dense teacher for --distill (mean pooling, cosine)")
+    teacher: str = option(MPNET, "dense teacher for --distill (mean pooling, cosine; the shipped default's)")
     teacher_temperature: float = option(0.05, "the teacher's cosines are divided by this")
     teacher_cache: str | None = option(None, "folder of cached teacher embeddings, shared by runs on the same "
                                              "texts (default: <output>/cache)")
