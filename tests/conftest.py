@@ -12,6 +12,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from helpers import build_tiny_bert, build_tiny_sae, make_beir_slice  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _unit_tests_boot_no_jvm(request):
+    """The unit tier must stay fast and JVM-free: a test not marked integration that boots the JVM fails."""
+    import sys
+
+    before = "jnius_config" in sys.modules and sys.modules["jnius_config"].vm_running
+    yield
+    after = "jnius_config" in sys.modules and sys.modules["jnius_config"].vm_running
+    if after and not before and request.node.get_closest_marker("integration") is None:
+        pytest.fail("a unit-tier test booted the JVM: mark it @pytest.mark.integration")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

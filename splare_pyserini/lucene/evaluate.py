@@ -16,7 +16,7 @@ from ..errors import InputError, cli_main
 from .jvm import import_pyserini
 
 # our name -> (trec_eval measure, ir-measures name)
-MEASURES = {
+MEASURE_CODES = {  # name -> (trec_eval code, ir-measures name)
     "nDCG@10": ("ndcg_cut.10", "nDCG@10"),
     "R@100": ("recall.100", "R@100"),
     "MRR@10": ("recip_rank", "RR@10"),
@@ -40,7 +40,7 @@ def ir_measures_scores(qrels: dict[str, dict[str, int]], run: str | Path, names:
     """The same measures from ir-measures, averaged over all judged queries (missing ones score 0)."""
     import ir_measures
 
-    measures = [ir_measures.parse_measure(MEASURES[n][1]) for n in names]
+    measures = [ir_measures.parse_measure(MEASURE_CODES[n][1]) for n in names]
     per_query: dict = {m: {} for m in measures}
     for metric in ir_measures.iter_calc(measures, qrels, ir_measures.read_trec_run(str(run))):
         per_query[metric.measure][metric.query_id] = metric.value
@@ -56,7 +56,7 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: str | Path, qrels_trec: 
     if Path(run).stat().st_size == 0:  # no query found anything: every judged query scores 0 (trec_eval -c),
         # which trec_eval's reader cannot say of an empty file
         return {**{n: 0.0 for n in names}, **{f"{n} (ir-measures)": 0.0 for n in names}}
-    scores = {n: trec_eval(qrels_trec, run, MEASURES[n][0]) for n in names}
+    scores = {n: trec_eval(qrels_trec, run, MEASURE_CODES[n][0]) for n in names}
     checks = ir_measures_scores(qrels, run, list(names))
     scores.update({f"{n} (ir-measures)": round(v, 4) for n, v in checks.items()})
     return scores
@@ -67,13 +67,13 @@ class EvaluateConfig:
     qrels: str = option(help="BEIR folder or name, or a BEIR qrels .tsv")
     run: tuple[str, ...] = option(help="TREC run file(s)")
     split: str = option("test", "qrels split of a BEIR folder")
-    measures: tuple[str, ...] = option(DEFAULT_MEASURES, f"measures, of: {', '.join(MEASURES)}")
+    measures: tuple[str, ...] = option(DEFAULT_MEASURES, f"measures, of: {', '.join(MEASURE_CODES)}")
 
     def __post_init__(self) -> None:
         check_fields(self)
         require(bool(self.run), "run: give at least one run file")
-        unknown = [m for m in self.measures if m not in MEASURES]
-        require(not unknown, f"measures: {unknown} not among {', '.join(MEASURES)}")
+        unknown = [m for m in self.measures if m not in MEASURE_CODES]
+        require(not unknown, f"measures: {unknown} not among {', '.join(MEASURE_CODES)}")
 
 
 def main(argv: list[str] | None = None) -> None:

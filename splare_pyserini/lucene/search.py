@@ -8,8 +8,9 @@ Two equivalent paths (they give identical runs):
     python -m splare_pyserini.search --index indexes/scifact-splare --topics encode/scifact/topics.tsv \\
         --output runs/scifact-splare.trec --hits 1000
 
-Topics are read by this package (``qid<TAB>text``), never through Pyserini's ``get_query_iterator``,
+This module reads topics itself (``qid<TAB>text``), never through Pyserini's ``get_query_iterator``,
 which picks a reader by substrings of the path (a file under a folder named ``cacm`` reads as CACM).
+Path (a) is Pyserini's own CLI and does use it: keep its ``--topics`` path free of collection names.
 """
 from __future__ import annotations
 
@@ -77,7 +78,9 @@ def check_compatible(index: str | Path, query_info: dict | None) -> None:
     compared by content hash, so the same model at another path passes)."""
     info = read_index_info(index)
     doc_info = (info or {}).get("encoder")
-    if not doc_info or not query_info:
+    if not doc_info or not query_info:  # e.g. vectors encoded by another tool: nothing to compare
+        log.warning("settings not checked: %s records no encoder settings",
+                    f"index {index}" if not doc_info else "the queries")
         return
     diff = settings_diff(doc_info, query_info)
     if diff:
@@ -121,8 +124,9 @@ def bm25_language(index: str | Path) -> str:
 def open_bm25_searcher(index: str | Path, language: str | None = None):
     """A ``LuceneSearcher`` with Anserini's BM25 defaults (k1=0.9, b=0.4) over a bag-of-words index; queries
     are analyzed as the index was (its recorded language), unless ``language`` says otherwise."""
+    index = _require_index(index)  # before the JVM boots: a missing folder is a one-line error at once
     lucene = import_pyserini("pyserini.search.lucene")
-    searcher = lucene.LuceneSearcher(_require_index(index))
+    searcher = lucene.LuceneSearcher(index)
     language = language or bm25_language(index)
     if language != "en":  # English is the searcher's default analyzer
         searcher.set_language(language)
