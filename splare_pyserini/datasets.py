@@ -265,3 +265,26 @@ def write_beir_slice(source: str | Path, dest: str | Path, n_queries: int = 40, 
         out.write("query-id\tcorpus-id\tscore\n")
         out.writelines(f"{q}\t{d}\t{r}\n" for q in qids for d, r in full.qrels[q].items())
     return dest
+
+
+def training_texts(source: str) -> list[str]:
+    """Documents, and the queries of every split but test, of a BEIR folder, JSONL file or ir_datasets id.
+
+    Test queries are left out even though no judgment is used: test splits are for final figures only."""
+    if Path(source).is_file():
+        return [r.text for r in read_jsonl(source)]
+    if looks_like_ir_datasets_id(source):
+        ds = load_ir_datasets(source)
+        return [r.text for r in ds.corpus + ds.queries if r.text]
+    ds = load_beir(source, split="__all__")
+    queries = [q for q in ds.queries if q.id in non_test_query_ids(resolve_beir_folder(source))]
+    return [r.text for r in ds.corpus + queries if r.text]
+
+
+def non_test_query_ids(folder: Path) -> set[str]:
+    """Ids of the queries judged in a BEIR folder's qrels files other than test (none if it has only test)."""
+    ids: set[str] = set()
+    for qrels in sorted((folder / "qrels").glob("*.tsv")):
+        if qrels.stem != "test":
+            ids |= set(read_beir_qrels(qrels))
+    return ids

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..errors import ArtifactError
 from .settings import ATTENTIONS
@@ -224,3 +225,23 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     """Indices in batches of similar length, longest first (less padding); ties keep input order."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def collect_activations(batcher: TextBatcher, backbone: LayerBackbone, texts: Sequence[str], max_length: int,
+                        batch_size: int = 32, max_tokens: int | None = None) -> torch.Tensor:
+    """(N, d_in) float32 hidden states of every real token, longest texts first, at most ``max_tokens``."""
+    parts, total = [], 0
+    with tqdm(total=len(texts), desc="activations", unit="text", dynamic_ncols=True) as bar:
+        for idx in length_sorted_batches(batcher.lengths(texts, max_length), batch_size):
+            batch = batcher([texts[i] for i in idx], max_length)
+            hidden = backbone(batch["input_ids"], batch["attention_mask"])
+            states = hidden[batch["token_mask"]].float().cpu()
+            parts.append(states)
+            total += states.shape[0]
+            bar.update(len(idx))
+            bar.set_postfix(tokens=total)
+            if max_tokens is not None and total >= max_tokens:
+                break
+    acts = torch.cat(parts) if parts else torch.zeros(0, backbone.hidden_size)
+    return acts[:max_tokens] if max_tokens is not None else acts

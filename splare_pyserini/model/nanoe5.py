@@ -353,7 +353,7 @@ def convert(kind: str, folder: Path, tmp: Path) -> None:
     if kind == "model":
         write_model(files, folder)
         return
-    from ..training.sae import calibrate_saved_sae
+    from .quantize import calibrate_saved_sae
 
     write_sae(files, folder)
     calibrate_saved_sae(folder, CALIBRATION_SOURCE, model=HUB_ID)

@@ -1,6 +1,10 @@
 """Float latent weights -> integer impacts, and how the scale between them is chosen."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Sequence
+
 import torch
 
 DEFAULT_QUANT_SCALE = 100.0  # SPLADE's choice, used when neither checkpoint nor SAE records a scale
@@ -48,3 +52,33 @@ def calibrate_quant_scale(projection, acts: torch.Tensor, target: float = 100.0,
     nonzero = weights[weights > 0]
     p99 = float(torch.quantile(nonzero[:1_000_000], 0.99)) if nonzero.numel() else 1.0
     return round(target / p99, 3)
+
+
+def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: str | None = None,
+                        max_texts: int = CALIBRATION_TEXTS, max_length: int = 256) -> float:
+    """Record ``splare_quant_scale`` in a saved SAE's cfg.json metadata; returns the scale. Only the
+    encoder runs, so an encoder-only SAE calibrates too, under the saturation it records. (Here, not
+    in training/, because converting a public SAE calibrates it too.)"""
+    from ..datasets import training_texts
+    from ..errors import ArtifactError
+    from ..io import atomic_write
+    from .artifacts import BASE_MODEL
+    from .backbone import TextBatcher, collect_activations, load_backbone
+    from .projection import load_sae, recorded_layer
+
+    folder, model = Path(folder), model or BASE_MODEL
+    sae = load_sae(str(folder))
+    layer = recorded_layer(sae)
+    if layer is None:
+        raise ArtifactError(f"{folder}: the SAE records no layer (metadata hook_name)")
+    tokenizer, backbone = load_backbone(model, layer, attention=sae.cfg.metadata.get("splare_attention"))
+    sources = [source] if isinstance(source, str) else list(source)
+    texts = [t for s in sources for t in training_texts(s)[:max(1, max_texts // len(sources))]]
+    acts = collect_activations(TextBatcher.for_backbone(tokenizer, backbone), backbone, texts, max_length,
+                               max_tokens=CALIBRATION_TOKENS)
+    scale = calibrate_quant_scale(sae, acts, saturation=(sae.cfg.metadata or {}).get("splare_saturation", "log1p"))
+    cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
+    cfg.setdefault("metadata", {})["splare_quant_scale"] = scale
+    with atomic_write(folder / "cfg.json") as out:
+        json.dump(cfg, out)
+    return scale

@@ -22,7 +22,7 @@ from ..model.encoder import SaeSparseEncoder
 from ..model.projection import DEFAULT_VOCAB_K
 from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
 from ..model.settings import VOCAB
-from .activations import collect_activations
+from ..model.backbone import collect_activations
 
 TRAINING_LOG = "training_log.jsonl"
 

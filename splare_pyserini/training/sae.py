@@ -22,15 +22,15 @@ from typing import Sequence
 import torch
 
 from ..config import check_fields, option, parse_config, require
-from ..datasets import (load_beir, load_ir_datasets, looks_like_ir_datasets_id, read_beir_qrels, read_jsonl,
-                        resolve_beir_folder)
-from ..errors import ArtifactError, cli_main
-from ..io import atomic_dir, atomic_write
+from ..datasets import training_texts
+from ..errors import cli_main
+from ..io import atomic_dir
 from ..model.artifacts import BASE_MODEL
 from ..model.backbone import TextBatcher, load_backbone
 from ..model.settings import ATTENTIONS, DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER
-from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
-from .activations import ShuffledBatches, collect_activations
+from ..model.backbone import collect_activations
+from ..model.quantize import CALIBRATION_TOKENS, calibrate_quant_scale, calibrate_saved_sae
+from .activations import ShuffledBatches
 
 __all__ = ["TrainSaeConfig", "train_sae", "training_texts", "reconstruction_stats", "calibrate_saved_sae",
            "calibrate_quant_scale", "model_card"]
@@ -79,29 +79,6 @@ class TrainSaeConfig:
         require(self.k <= self.d_sae, f"k: {self.k} is more than d_sae {self.d_sae}")
         require(not self.calibrate_only or (Path(self.output) / "cfg.json").is_file(),
                 f"output: {self.output} is not an SAE folder (no cfg.json) to calibrate")
-
-
-def training_texts(source: str) -> list[str]:
-    """Documents, and the queries of every split but test, of a BEIR folder, JSONL file or ir_datasets id.
-
-    Test queries are left out even though no judgment is used: test splits are for final figures only."""
-    if Path(source).is_file():
-        return [r.text for r in read_jsonl(source)]
-    if looks_like_ir_datasets_id(source):
-        ds = load_ir_datasets(source)
-        return [r.text for r in ds.corpus + ds.queries if r.text]
-    ds = load_beir(source, split="__all__")
-    queries = [q for q in ds.queries if q.id in non_test_query_ids(resolve_beir_folder(source))]
-    return [r.text for r in ds.corpus + queries if r.text]
-
-
-def non_test_query_ids(folder: Path) -> set[str]:
-    """Ids of the queries judged in a BEIR folder's qrels files other than test (none if it has only test)."""
-    ids: set[str] = set()
-    for qrels in sorted((folder / "qrels").glob("*.tsv")):
-        if qrels.stem != "test":
-            ids |= set(read_beir_qrels(qrels))
-    return ids
 
 
 def collect_source_activations(tokenizer, backbone, sources: Sequence[str], max_length: int,
@@ -198,30 +175,6 @@ def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
     fvu = ((acts - recon) ** 2).sum() / ((acts - acts.mean(0)) ** 2).sum()
     alive = (latents > 0).any(dim=0).float().mean()
     return {"explained_variance": round(float(1 - fvu), 4), "alive_fraction_on_sample": round(float(alive), 4)}
-
-
-def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: str = BASE_MODEL,
-                        max_texts: int = CALIBRATION_TEXTS, max_length: int = 256) -> float:
-    """Record ``splare_quant_scale`` in a saved SAE's cfg.json metadata; returns the scale. Only the
-    encoder runs, so an encoder-only SAE calibrates too, under the saturation it records."""
-    from ..model.projection import load_sae, recorded_layer
-
-    folder = Path(folder)
-    sae = load_sae(str(folder))
-    layer = recorded_layer(sae)
-    if layer is None:
-        raise ArtifactError(f"{folder}: the SAE records no layer (metadata hook_name)")
-    tokenizer, backbone = load_backbone(model, layer, attention=sae.cfg.metadata.get("splare_attention"))
-    sources = [source] if isinstance(source, str) else list(source)
-    texts = [t for s in sources for t in training_texts(s)[:max(1, max_texts // len(sources))]]
-    acts = collect_activations(TextBatcher.for_backbone(tokenizer, backbone), backbone, texts, max_length,
-                               max_tokens=CALIBRATION_TOKENS)
-    scale = calibrate_quant_scale(sae, acts, saturation=(sae.cfg.metadata or {}).get("splare_saturation", "log1p"))
-    cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
-    cfg.setdefault("metadata", {})["splare_quant_scale"] = scale
-    with atomic_write(folder / "cfg.json") as out:
-        json.dump(cfg, out)
-    return scale
 
 
 def model_card(r: dict) -> str:

@@ -108,8 +108,8 @@ def sample_activations(dataset: Path, cfg: SweepConfig, layer: int) -> torch.Ten
     """Hidden states at ``layer`` of a seeded random sample of the set's documents and queries,
     ``max_tokens`` of them (a length-sorted prefix would only see the longest texts)."""
     from ..model.backbone import TextBatcher, load_backbone
-    from .activations import collect_activations
-    from .sae import training_texts
+    from ..datasets import training_texts
+    from ..model.backbone import collect_activations
 
     texts = training_texts(str(dataset))
     random.Random(cfg.seed).shuffle(texts)
