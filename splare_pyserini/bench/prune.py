@@ -29,7 +29,7 @@ from ..lucene.evaluate import DEFAULT_MEASURES, evaluate_run
 from ..lucene.index import index_size_bytes, index_vectors, read_index_info
 from ..lucene.search import open_searcher, search_topics
 from ..model.settings import DEFAULT_MODEL, INFO_FILE, EncoderSettings
-from ..pipeline import RunSettings, qrels_file
+from ..pipeline import RunSettings, mean_nonzeros, qrels_file
 
 log = logging.getLogger(__name__)
 ALL = 0  # k = 0: every latent kept (the unpruned model)
@@ -104,12 +104,6 @@ def mean_postings(queries: Path, freq: Counter) -> float:
     return sum(totals) / max(len(totals), 1)
 
 
-def mean_terms(path: Path) -> float:
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    counts = [len(json.loads(line)["vector"]) for f in files for line in open(f, encoding="utf-8")]
-    return sum(counts) / max(len(counts), 1)
-
-
 def choose(rows: list[dict], tolerance: float) -> dict | None:
     """The pair with the fewest postings read (then the smallest index) whose nDCG@10 is within
     ``tolerance`` of the unpruned pair's."""
@@ -152,7 +146,7 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
                                      output / "runs" / f"doc-{k}-query-{qk}.trec", cfg.run.hits, cfg.run.threads,
                                      cfg.run.search_batch_size)
                 row = {"topk": k, "query_topk": qk, **evaluate_run(data.qrels, trec, qrels, DEFAULT_MEASURES),
-                       "doc nnz": round(mean_terms(docs / "corpus"), 1), "query nnz": round(mean_terms(queries), 1),
+                       "doc nnz": round(mean_nonzeros(docs / "corpus"), 1), "query nnz": round(mean_nonzeros(queries), 1),
                        "postings per query": round(mean_postings(queries, freq)),
                        "index MB": round(index_size_bytes(index) / 1e6, 3)}
                 save_row(cached, key, row)

@@ -16,7 +16,7 @@ from ..errors import InputError, cli_main
 from .jvm import import_pyserini
 
 # our name -> (trec_eval measure, ir-measures name)
-MEASURE_CODES = {  # name -> (trec_eval code, ir-measures name)
+MEASURE_CODES = {
     "nDCG@10": ("ndcg_cut.10", "nDCG@10"),
     "R@100": ("recall.100", "R@100"),
     "MRR@10": ("recip_rank", "RR@10"),

@@ -1,9 +1,10 @@
 """A trained encoder -> a checkpoint folder, through the checkpoint module's only writer.
 
 Everything the reader honours is written from the model itself: layer, pooling, the twin's k, the
-top-k pruning training applied, a quantization scale calibrated on the trained weights, and the SAE: a frozen *shipped* SAE is
-referenced by name (the checkpoint does not store it twice), any other frozen SAE is saved in
-``sae/`` in the dtype it came in, and a trained one in fp16 unless ``fp16=False``.
+top-k pruning training applied, a quantization scale calibrated on the trained weights, and the
+SAE: a frozen *shipped* SAE is referenced by name (the checkpoint does not store it twice), any
+other frozen SAE is saved in ``sae/`` in the dtype it came in, and a trained one in fp16 unless
+``fp16=False``.
 """
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from typing import Sequence
 import torch
 
 from ..io import atomic_dir
+from ..model.backbone import collect_activations
 from ..model.artifacts import content_hash, resolve_path, shipped, shipped_names
 from ..model.checkpoint import Checkpoint, write_checkpoint
 from ..model.encoder import SaeSparseEncoder
 from ..model.projection import DEFAULT_VOCAB_K
 from ..model.quantize import CALIBRATION_TEXTS, CALIBRATION_TOKENS, calibrate_quant_scale
 from ..model.settings import VOCAB
-from ..model.backbone import collect_activations
 
 TRAINING_LOG = "training_log.jsonl"
 
