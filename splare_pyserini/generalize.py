@@ -54,8 +54,10 @@ class GeneralizeConfig:
     systems: tuple[str, ...] = option(SYSTEMS, f"systems to score, of: {', '.join(SYSTEMS)}")
     steps: int = option(150, "training steps of each leave-one-out model")
     train_batch_size: int = option(16, "training queries per step")
-    train_weight: float = option(1.0, "sampling weight of each train-judgment source")
-    corpus_weight: float = option(0.5, "sampling weight of each unlabeled-corpus source")
+    train_weight: float = option(1.0, "sampling weight of each train-judgment source (0: none, the corpus-only "
+                                      "ablation)")
+    corpus_weight: float = option(0.5, "sampling weight of each unlabeled-corpus source (0: none, the "
+                                       "judgments-only ablation)")
     distill: str | None = option("kl", "distillation from the teacher", choices=DISTILLATIONS)
     teacher: str = option(MPNET, "dense teacher (its embeddings are cached under --output, shared by all models)")
     model: str = option(BASE_MODEL, "backbone the leave-one-out models fine-tune")
@@ -79,7 +81,8 @@ class GeneralizeConfig:
         require(len(self.datasets) >= 2, "datasets: leave-one-out needs at least two sets")
         require(set(self.held_out or ()) <= set(self.datasets), "held_out: every held-out set must be in --datasets")
         require(self.steps >= 1 and self.train_batch_size >= 1, "steps and train_batch_size: must be >= 1")
-        require(self.train_weight > 0 and self.corpus_weight >= 0, "train_weight > 0 and corpus_weight >= 0")
+        require(self.train_weight >= 0 and self.corpus_weight >= 0 and self.train_weight + self.corpus_weight > 0,
+                "train_weight and corpus_weight: must be >= 0, and not both 0")
         require(min(self.sae_width, self.sae_k, self.sae_steps) >= 1 and self.sae_k <= self.sae_width,
                 "sae_width, sae_k, sae_steps: must be >= 1, and sae_k <= sae_width")
         require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
@@ -92,10 +95,12 @@ def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, c
         if name == held_out:
             continue
         folder = resolve_beir_folder(name)
-        if (folder / "qrels" / "train.tsv").is_file():
+        if train_weight > 0 and (folder / "qrels" / "train.tsv").is_file():
             sources.append(f"{name}:train={train_weight:g}")
         if corpus_weight > 0:
             sources.append(f"{name}:corpus={corpus_weight:g}")
+    require(bool(sources), f"no training source is left without {held_out} (train_weight {train_weight:g}, "
+                           f"corpus_weight {corpus_weight:g})")
     return tuple(sources)
 
 

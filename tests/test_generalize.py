@@ -18,6 +18,11 @@ def test_leave_one_out_sources_hold_nothing_of_the_held_out_set():
                        "cranfield:corpus=0.5")  # cranfield has no train split; nothing of cacm
     assert not any(s.startswith("scifact") for s in loo_sources("scifact", ("scifact", "nfcorpus"), 1.0, 0.5))
     assert loo_sources("cacm", ("scifact", "cacm"), 2.0, 0) == ("scifact:train=2",)
+    # the two source ablations: corpus text only, judgments only
+    assert loo_sources("nfcorpus", ("scifact", "nfcorpus", "cacm"), 0, 0.5) == ("scifact:corpus=0.5",
+                                                                                 "cacm:corpus=0.5")
+    with pytest.raises(InputError, match="no training source is left without scifact"):
+        loo_sources("scifact", ("scifact", "cacm"), 1.0, 0)  # cacm has no train split
 
 
 def test_what_the_shipped_default_saw():
@@ -110,3 +115,5 @@ def test_leave_one_out_settings_are_checked_before_any_work():
         GeneralizeConfig(negatives="mined")
     with pytest.raises(InputError, match="layer: must be >= 1, got 0"):
         GeneralizeConfig(layer=0)
+    with pytest.raises(InputError, match="train_weight and corpus_weight: must be >= 0, and not both 0"):
+        GeneralizeConfig(train_weight=0, corpus_weight=0)
