@@ -10,24 +10,26 @@ from pathlib import Path
 
 from ..io import markdown_table, tmp_name
 from .systems import MEASURES, REGISTRY
+from .timing import QPS_FIELD
 
 Results = dict[str, dict[str, dict]]
 
 # The cost targets the bench checks last: SPLARE must cost little more than its backbone to
 # encode, and stay within a small factor of BM25 in query latency and index size.
-TARGET_ENCODE_RATIO = 1.15
+TARGET_ENCODE_RATIO = 1.05
 TARGET_LATENCY_RATIO = 2.0
 TARGET_INDEX_RATIO = 2.0
 TARGETS = (  # (row field, limit, what it measures, what it is compared with)
-    ("encode / backbone", TARGET_ENCODE_RATIO, "encode cost", "backbone forward"),
+    ("encode / floor", TARGET_ENCODE_RATIO, "encode cost", "the floor (backbone forward + one d_in x d_sae matmul)"),
     ("latency p50 ms / BM25", TARGET_LATENCY_RATIO, "query latency (p50, pre-encoded)", "BM25"),
     ("index MB / BM25", TARGET_INDEX_RATIO, "index size", "BM25"),
 )
 TARGET_SYSTEMS = ("splare", "splare-pruned")
 RATIO_FIELDS = ("nDCG@10", "R@100", "MRR@10", "index MB", "latency p50 ms", "latency p95 ms",
-                "on-the-fly p50 ms", "on-the-fly p95 ms")
+                "on-the-fly p50 ms", "on-the-fly p95 ms", QPS_FIELD)
 COLUMNS = ("nDCG@10", "R@100", "MRR@10", "doc nnz", "query nnz", "index MB", "encode docs/s", "encode / backbone",
-           "latency p50 ms", "latency p95 ms", "on-the-fly p50 ms", "on-the-fly p95 ms")
+           "encode / floor", "latency p50 ms", "latency p95 ms", "on-the-fly p50 ms", "on-the-fly p95 ms",
+           QPS_FIELD)
 
 
 def add_ratios(rows: dict[str, dict]) -> None:

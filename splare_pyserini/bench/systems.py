@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Callable
 from ..datasets import Dataset, read_tsv_topics
 from ..model.artifacts import BASE_MODEL, MPNET
 from ..model.settings import DEFAULT_MODEL, MLM, VOCAB, EncoderSettings
-from .timing import encode_cost, latency
+from .timing import encode_cost, latency, queries_per_second, with_threads
 
 if TYPE_CHECKING:
+    import torch
+
     from . import BenchConfig
 
 MEASURES = ("nDCG@10", "R@100", "MRR@10")
@@ -76,16 +78,48 @@ def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings]) -> RunFn:
             return encoder.model.backbone(tokens["input_ids"], tokens["attention_mask"])
         row.update(encode_cost(texts, encoder.token_lengths(texts), cfg.run.batch_size, backbone,
                                lambda batch: quantize(encoder.pooled_weights(batch), s.quant_scale, s.topk, s.prefix),
-                               cfg.cost_repeats))
+                               cfg.cost_repeats, floor=floor_of(encoder)))
         # the texts of the run (topics.tsv): Pyserini's pre-encoded lookup is keyed by them
         vectors = folder / "vectors"
-        queries = [q.text for q in read_tsv_topics(vectors / "topics.tsv")][:cfg.latency_queries]
+        topics = read_tsv_topics(vectors / "topics.tsv")
+        queries = [q.text for q in topics][:cfg.latency_queries]
         pre = open_searcher(folder / "index", str(vectors / "queries.jsonl"))
         fly = open_searcher(folder / "index", SaeQueryEncoder(encoder))
         row.update(latency(len(queries), lambda i: pre.search(queries[i], cfg.run.hits),
                            lambda i: fly.search(queries[i], cfg.run.hits)))
+        row.update(batch_throughput(pre, topics, cfg))
         return row
     return run
+
+
+def floor_of(encoder) -> Callable[[list[str]], object]:
+    """The encode floor of a sparse encoder: tokenization, the backbone's forward pass to the layer and one
+    dense matmul of the real tokens' states with the projection's ``d_in x d_sae`` encoder matrix, in the
+    precision the encoder's projection runs in."""
+    model = encoder.model
+    weight = projection_matrix(model)
+
+    def floor(batch: list[str]) -> object:
+        tokens = encoder.tokenize(batch)
+        hidden = model.backbone(tokens["input_ids"], tokens["attention_mask"])
+        return hidden[tokens["token_mask"].bool()].to(weight.dtype) @ weight
+    return floor
+
+
+def projection_matrix(model) -> "torch.Tensor":
+    """The projection's dense ``d_in x d_sae`` encoder matrix, in the precision its encoding matmul runs in
+    (``sae_dtype`` on the TopK path, the SAE's own otherwise)."""
+    from ..model.projection import topk_plan
+
+    weight = model.projection.W_enc.detach()
+    return weight.to(model.sae_dtype if topk_plan(model.projection) is not None else weight.dtype)
+
+
+def batch_throughput(searcher, topics, cfg: "BenchConfig") -> dict[str, float]:
+    """Queries per second of Pyserini's batch search over every topic (pre-encoded where a system encodes
+    queries), ``QPS_THREADS`` search threads."""
+    texts, ids = [q.text for q in topics], [q.id for q in topics]
+    return queries_per_second(len(texts), lambda threads: searcher.batch_search(texts, ids, cfg.run.hits, threads))
 
 
 def splare_settings(cfg: "BenchConfig", topk: int | None, query_topk: int | None) -> EncoderSettings:
@@ -109,9 +143,11 @@ def run_bm25(data: Dataset, beir_folder: Path, folder: Path, cfg: "BenchConfig")
     from ..pipeline import run_bm25_system
 
     row = run_bm25_system(data, beir_folder, folder, cfg.run, MEASURES, language=cfg.language)
-    queries = [q.text for q in read_tsv_topics(folder / "topics.tsv")][:cfg.latency_queries]
+    topics = read_tsv_topics(folder / "topics.tsv")
+    queries = [q.text for q in topics][:cfg.latency_queries]
     searcher = open_bm25_searcher(folder / "index")
     row.update(latency(len(queries), lambda i: searcher.search(queries[i], cfg.run.hits)))
+    row.update(batch_throughput(searcher, topics, cfg))
     return row
 
 
@@ -141,6 +177,9 @@ def run_dense(model: str) -> RunFn:
         with torch.inference_mode():
             row.update(latency(len(timed), lambda i: (timed_emb[i] @ emb.T).topk(k),
                                lambda i: (dense.encode_queries([timed[i]], 1)[0] @ emb.T).topk(k)))
+            every = dense.encode_queries([q.text for q in data.queries], cfg.run.batch_size)
+            # exact search of every pre-encoded query at once: one matmul on QPS_THREADS torch threads
+            row.update(queries_per_second(len(every), lambda n: with_threads(n, lambda: (every @ emb.T).topk(k))))
         return row
     return run
 

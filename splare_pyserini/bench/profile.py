@@ -1,0 +1,148 @@
+"""Where encoding time goes, stage by stage, against the floor.
+
+The floor of a sparse encoder is what no implementation of the method can skip: tokenization, the
+backbone's forward pass to the layer, and one dense ``d_in x d_sae`` matmul of the real tokens'
+states with the projection's encoder matrix. Everything else (top-k selection and pooling, impact
+quantization into ``{term: impact}`` dicts, the JSON lines Anserini reads) is overhead, and this
+command says how much of each there is, on real documents, over the encoder's own length-sorted
+batches:
+
+    python -m splare_pyserini.bench.profile --dataset scifact --docs 512 --output runs/profile/scifact
+
+Stages are timed one after another on the same batches, best of ``--repeats`` per stage (the machine
+is noisy); the encoder's projection path (matmul, top-k, pooling) is timed whole and the floor's
+matmul alone, their difference being the top-k and pooling overhead; ``encode`` times the whole
+``encode_documents`` + JSON path in one go, so the stage sum can be checked against it. Writes ``profile.json`` and prints a table.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..config import check_fields, option, parse_config, require
+from ..datasets import load_beir, resolve_beir_folder
+from ..errors import cli_main
+from ..io import markdown_table, write_json
+from ..model.settings import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+STAGES = ("tokenize", "backbone", "projection, top-k and pooling", "quantize", "json lines")
+FLOOR = ("tokenize", "backbone", "projection matmul")
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    dataset: str = option("scifact", "BEIR folder or name whose documents are encoded")
+    output: str | None = option(None, "folder for profile.json (default: print only)")
+    model: str = option(DEFAULT_MODEL, "model to profile (a name, checkpoint, or plain model with --sae)")
+    sae: str | None = option(None, "SAE of a plain --model")
+    docs: int = option(512, "documents encoded (the corpus's first N)")
+    batch_size: int = option(32, "encoding batch size")
+    repeats: int = option(3, "best of this many timings per stage")
+    threads: int | None = option(None, "torch threads (default: torch's, all cores)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("docs", "batch_size", "repeats"):
+            require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        require(self.threads is None or self.threads >= 1, f"threads: must be >= 1, got {self.threads}")
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def profile_encoding(encoder, records: Sequence, batch_size: int = 32, repeats: int = 3) -> dict:
+    """Seconds per stage of encoding ``records`` with a ``SaeSparseEncoder``, the floor, the whole encode,
+    and each as a share of the floor. Each stage runs on the previous stage's outputs, computed once
+    untimed, so a stage's time is its own."""
+    import torch
+
+    from ..encode import _vector_line
+    from ..model.backbone import length_sorted_batches
+    from ..model.projection import topk_plan
+    from .systems import projection_matrix
+
+    model = encoder.model
+    texts = [r.text for r in records]
+    batches = [list(idx) for idx in length_sorted_batches(encoder.token_lengths(texts), batch_size)]
+    with torch.inference_mode():
+        tokens = [encoder.tokenize([texts[i] for i in idx]) for idx in batches]
+        hidden = [model.backbone(t["input_ids"], t["attention_mask"]) for t in tokens]
+        real = [h[t["token_mask"].bool()] for h, t in zip(hidden, tokens)]
+        lengths = [t["token_mask"].bool().sum(dim=1).tolist() for t in tokens]
+        plan = topk_plan(model.projection)
+        w = projection_matrix(model)
+
+        def pool(x, n):
+            return model.pool_topk(plan, x, n) if plan is not None else model.pool_dense(x, n)
+        pooled = [pool(x, n).float() for x, n in zip(real, lengths)]
+        vectors = [encoder._quantize(p, False) for p in pooled]
+
+        stages = {
+            "tokenize": lambda: [encoder.tokenize([texts[i] for i in idx]) for idx in batches],
+            "backbone": lambda: [model.backbone(t["input_ids"], t["attention_mask"]) for t in tokens],
+            "projection matmul": lambda: [x.to(w.dtype) @ w for x in real],
+            "projection, top-k and pooling": lambda: [pool(x, n) for x, n in zip(real, lengths)],
+            "quantize": lambda: [encoder._quantize(p, False) for p in pooled],
+            "json lines": lambda: [_vector_line(records[i], v) for idx, vs in zip(batches, vectors)
+                                   for i, v in zip(idx, vs)],
+        }
+        seconds = {name: best_of(repeats, fn) for name, fn in stages.items()}
+
+        def whole() -> None:
+            for idx in batches:
+                chunk = [records[i] for i in idx]
+                for record, vector in zip(chunk, encoder.encode_documents([r.text for r in chunk], len(chunk))):
+                    _vector_line(record, vector)
+        seconds["encode (whole, measured)"] = best_of(repeats, whole)
+    floor = sum(seconds[name] for name in FLOOR)
+    # what the encoder's projection path spends beyond the floor's matmul: top-k selection and pooling
+    seconds["top-k and pooling beyond the matmul"] = (seconds["projection, top-k and pooling"]
+                                                      - seconds["projection matmul"])
+    return {"documents": len(texts), "batch size": batch_size, "d_sae": model.dim,
+            "tokens": sum(sum(n) for n in lengths), "torch threads": torch.get_num_threads(),
+            "projection dtype": str(w.dtype).replace("torch.", ""), "seconds": {k: round(v, 4) for k, v in seconds.items()},
+            "floor seconds": round(floor, 4), "stage sum / floor": round(sum(seconds[n] for n in STAGES) / floor, 3),
+            "encode / floor": round(seconds["encode (whole, measured)"] / floor, 3),
+            "share of floor": {name: round(seconds[name] / floor, 3) for name in seconds}}
+
+
+def table(profile: dict) -> str:
+    kinds = {**{name: "floor" for name in FLOOR}, "projection, top-k and pooling": "encoder (its matmul is the floor's)",
+             "top-k and pooling beyond the matmul": "overhead", "quantize": "overhead", "json lines": "overhead",
+             "encode (whole, measured)": "all of it, in one go"}
+    rows = [[name, f"{profile['seconds'][name]:.3f}", f"{profile['share of floor'][name]:.3f}", kind]
+            for name, kind in kinds.items()]
+    rows.append(["floor", f"{profile['floor seconds']:.3f}", "1.000", "tokenize + backbone + projection matmul"])
+    return markdown_table(("stage", "seconds", "/ floor", "kind"), rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(ProfileConfig, argv, "python -m splare_pyserini.bench.profile", __doc__)
+    import torch
+
+    from ..model.encoder import SaeSparseEncoder
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    records = load_beir(resolve_beir_folder(cfg.dataset), "test").corpus[:cfg.docs]
+    encoder = SaeSparseEncoder(cfg.model, **({"sae": cfg.sae} if cfg.sae else {}))
+    profile = profile_encoding(encoder, records, cfg.batch_size, cfg.repeats)
+    print(table(profile))
+    if cfg.output:
+        write_json(Path(cfg.output) / "profile.json", {"config": asdict(cfg), "profile": profile})
+
+
+cli = cli_main(main)
+
+if __name__ == "__main__":
+    cli()
