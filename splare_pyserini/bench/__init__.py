@@ -4,8 +4,9 @@ vocabulary-SPLADE and dense MiniLM.
 For each BEIR set (default: every one under $SPLARE_BEIR_DIR and the shipped data) each system
 goes through the same run and evaluation code as the ``beir`` command and is reported with
 nDCG@10, R@100, MRR@10, non-zeros, index size, encode docs/s, encode cost as a ratio to the
-backbone's own forward pass up to the same layer, query latency p50/p95 (one thread; queries
-pre-encoded and encoded on the fly), and each figure's ratio to BM25. Each system's row is cached
+backbone's own forward pass up to the same layer and to the floor (that pass plus one dense
+``d_in x d_sae`` matmul), query latency p50/p95 (one thread; queries pre-encoded and encoded on
+the fly), queries per second of a two-thread batch search, and each figure's ratio to BM25. Each system's row is cached
 per set under ``--output``, keyed by the settings it depends on; ``--quick`` is a CI-sized smoke
 run on a slice of each set.
 
