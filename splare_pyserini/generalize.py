@@ -58,6 +58,9 @@ class GeneralizeConfig:
                                       "ablation)")
     corpus_weight: float = option(0.5, "sampling weight of each unlabeled-corpus source (0: none, the "
                                        "judgments-only ablation)")
+    own_corpus_weight: float = option(0.0, "sampling weight of the held-out set's own unlabeled corpus text in its "
+                                           "SPLARE and twin models (0: none, leave-one-out proper; > 0: a user who "
+                                           "has the collection but no judgments; the rows say they saw its text)")
     distill: str | None = option("kl", "distillation from the teacher", choices=DISTILLATIONS)
     teacher: str = option(MPNET, "dense teacher (its embeddings are cached under --output, shared by all models)")
     model: str = option(BASE_MODEL, "backbone the leave-one-out models fine-tune")
@@ -83,13 +86,16 @@ class GeneralizeConfig:
         require(self.steps >= 1 and self.train_batch_size >= 1, "steps and train_batch_size: must be >= 1")
         require(self.train_weight >= 0 and self.corpus_weight >= 0 and self.train_weight + self.corpus_weight > 0,
                 "train_weight and corpus_weight: must be >= 0, and not both 0")
+        require(self.own_corpus_weight >= 0, f"own_corpus_weight: must be >= 0, got {self.own_corpus_weight}")
         require(min(self.sae_width, self.sae_k, self.sae_steps) >= 1 and self.sae_k <= self.sae_width,
                 "sae_width, sae_k, sae_steps: must be >= 1, and sae_k <= sae_width")
         require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
 
 
-def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, corpus_weight: float) -> tuple[str, ...]:
-    """Every other set's train judgments (if it has a train split) and unlabeled corpus text."""
+def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, corpus_weight: float,
+                own_corpus_weight: float = 0.0) -> tuple[str, ...]:
+    """Every other set's train judgments (if it has a train split) and unlabeled corpus text; with
+    ``own_corpus_weight``, the held-out set's own unlabeled corpus text too (never its queries or judgments)."""
     sources = []
     for name in datasets:
         if name == held_out:
@@ -101,6 +107,8 @@ def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, c
             sources.append(f"{name}:corpus={corpus_weight:g}")
     require(bool(sources), f"no training source is left without {held_out} (train_weight {train_weight:g}, "
                            f"corpus_weight {corpus_weight:g})")
+    if own_corpus_weight > 0:
+        sources.append(f"{held_out}:corpus={own_corpus_weight:g}")
     return tuple(sources)
 
 
@@ -141,7 +149,8 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
 
     twin = projection == VOCAB
     layer = cfg.layer or (DEFAULT_LAYER if twin and cfg.sae is None else recorded_layer(load_sae(cfg.sae or projection)))
-    fields = dict(sources=loo_sources(held_out, cfg.datasets, cfg.train_weight, cfg.corpus_weight), model=cfg.model,
+    fields = dict(sources=loo_sources(held_out, cfg.datasets, cfg.train_weight, cfg.corpus_weight,
+                                      cfg.own_corpus_weight), model=cfg.model,
                   sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.train_batch_size,
                   negatives=cfg.negatives, temperature=cfg.vocab_temperature if twin else 1.0, distill=cfg.distill,
                   teacher=cfg.teacher, seed=cfg.seed)
@@ -168,6 +177,8 @@ def sae_saw(sae: str, held_out: str) -> bool:
 
 def what_it_saw(system: str, held_out: str, default_training: dict, cfg: GeneralizeConfig | None = None) -> str:
     """What a system's model saw of the held-out set: nothing / unlabeled corpus text / train judgments."""
+    if system in ("splare-loo", "vocab-loo", "hybrid") and cfg is not None and cfg.own_corpus_weight > 0:
+        return "unlabeled corpus text"
     if system in ("splare-loo", "hybrid") and cfg is not None and cfg.sae is not None and sae_saw(cfg.sae, held_out):
         return "unlabeled corpus text (its SAE's training text)"
     if system not in ("default", "default-hybrid"):

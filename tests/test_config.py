@@ -110,7 +110,7 @@ COMMANDS = [
     ("evaluate", "EvaluateConfig"), ("train", "TrainConfig"), ("train_sae", "TrainSaeConfig"),
     ("sae_sweep", "SweepConfig"), ("bench", "BenchConfig"), ("generalize", "GeneralizeConfig"),
     ("explain", "ExplainConfig"), ("label_latents", "LabelConfig"), ("bench.prune", "PruneConfig"),
-    ("xquad", "XquadConfig"), ("models", "ModelsConfig"),
+    ("xquad", "XquadConfig"), ("models", "ModelsConfig"), ("bench.profile", "ProfileConfig"),
 ]
 
 

@@ -23,6 +23,9 @@ def test_leave_one_out_sources_hold_nothing_of_the_held_out_set():
                                                                                  "cacm:corpus=0.5")
     with pytest.raises(InputError, match="no training source is left without scifact"):
         loo_sources("scifact", ("scifact", "cacm"), 1.0, 0)  # cacm has no train split
+    # a user's setting: the collection's own unlabeled text joins, never its judgments
+    assert loo_sources("cacm", ("scifact", "cacm"), 1.0, 0, own_corpus_weight=0.5) == ("scifact:train=1",
+                                                                                       "cacm:corpus=0.5")
 
 
 def test_what_the_shipped_default_saw():
@@ -36,6 +39,9 @@ def test_what_the_shipped_default_saw():
     shipped_sae = GeneralizeConfig(sae="minilm-l6-layer6-topk-sae")  # trained on SciFact's text
     assert what_it_saw("splare-loo", "scifact", {}, shipped_sae) == "unlabeled corpus text (its SAE's training text)"
     assert what_it_saw("splare-loo", "cacm", {}, shipped_sae) == "nothing"
+    own_text = GeneralizeConfig(own_corpus_weight=0.5)
+    assert [what_it_saw(s, "cacm", {}, own_text) for s in ("splare-loo", "vocab-loo", "hybrid", "bm25")] == [
+        "unlabeled corpus text"] * 3 + ["nothing"]
     with pytest.raises(InputError, match="unknown"):
         GeneralizeConfig(systems=("bm42",))
 
