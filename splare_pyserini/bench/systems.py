@@ -108,9 +108,12 @@ def floor_of(encoder) -> Callable[[list[str]], object]:
 
 def projection_matrix(model) -> "torch.Tensor":
     """The projection's dense ``d_in x d_sae`` encoder matrix, in the precision its encoding matmul runs in
-    (``sae_dtype`` on the TopK path, the SAE's own otherwise)."""
-    from ..model.projection import topk_plan
+    (``sae_dtype`` on the TopK path, the SAE's own otherwise). A SPLADE MLM head's is its tied decoder
+    (hidden x vocabulary); its transform layer before it is the model's own cost above the floor."""
+    from ..model.projection import MlmHeadProjection, topk_plan
 
+    if isinstance(model.projection, MlmHeadProjection):
+        return model.projection.head.predictions.decoder.weight.detach().T
     weight = model.projection.W_enc.detach()
     return weight.to(model.sae_dtype if topk_plan(model.projection) is not None else weight.dtype)
 
