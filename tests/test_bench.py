@@ -254,3 +254,18 @@ def test_the_encode_profile_times_every_stage_against_the_floor(tiny_encoder):
     assert "| stage | seconds | / floor | kind |" in profile.table(out)
     with pytest.raises(InputError, match="docs: must be >= 1, got 0"):
         profile.ProfileConfig(docs=0)
+
+
+def test_every_timed_encode_call_runs_without_autograd():
+    """The backbone reference and the floor must not record autograd graphs while the encoder does not:
+    a slower reference would understate encode / backbone (the bench once timed it with autograd on)."""
+    import torch
+
+    from splare_pyserini.bench import timing
+
+    seen = []
+
+    def step(batch):
+        seen.append(torch.is_inference_mode_enabled())
+    row = timing.encode_cost(["a b", "c d e"], [2, 3], 1, step, step, repeats=1, floor=step)
+    assert seen == [True] * 6 and set(row) == {"encode docs/s", "encode / backbone", "encode / floor"}
