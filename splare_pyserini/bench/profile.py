@@ -68,7 +68,6 @@ def profile_encoding(encoder, records: Sequence, batch_size: int = 32, repeats: 
 
     from ..encode import _vector_line
     from ..model.backbone import length_sorted_batches
-    from ..model.projection import topk_plan
     from .systems import projection_matrix
 
     model = encoder.model
@@ -79,19 +78,15 @@ def profile_encoding(encoder, records: Sequence, batch_size: int = 32, repeats: 
         hidden = [model.backbone(t["input_ids"], t["attention_mask"]) for t in tokens]
         real = [h[t["token_mask"].bool()] for h, t in zip(hidden, tokens)]
         lengths = [t["token_mask"].bool().sum(dim=1).tolist() for t in tokens]
-        plan = topk_plan(model.projection)
         w = projection_matrix(model)
-
-        def pool(x, n):
-            return model.pool_topk(plan, x, n) if plan is not None else model.pool_dense(x, n)
-        pooled = [pool(x, n).float() for x, n in zip(real, lengths)]
+        pooled = [model.pool(x, n).float() for x, n in zip(real, lengths)]
         vectors = [encoder._quantize(p, False) for p in pooled]
 
         stages = {
             "tokenize": lambda: [encoder.tokenize([texts[i] for i in idx]) for idx in batches],
             "backbone": lambda: [model.backbone(t["input_ids"], t["attention_mask"]) for t in tokens],
             "projection matmul": lambda: [x.to(w.dtype) @ w for x in real],
-            "projection, top-k and pooling": lambda: [pool(x, n) for x, n in zip(real, lengths)],
+            "projection, top-k and pooling": lambda: [model.pool(x, n) for x, n in zip(real, lengths)],
             "quantize": lambda: [encoder._quantize(p, False) for p in pooled],
             "json lines": lambda: [_vector_line(records[i], v) for idx, vs in zip(batches, vectors)
                                    for i, v in zip(idx, vs)],

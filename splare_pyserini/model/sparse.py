@@ -43,8 +43,11 @@ class SparseLatentModel(nn.Module):
                 token_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids, attention_mask)
         mask = token_mask.bool()
-        tokens = hidden[mask]  # only real tokens reach the projection
-        lengths = mask.sum(dim=1).tolist()
+        return self.pool(hidden[mask], mask.sum(dim=1).tolist())  # only real tokens reach the projection
+
+    def pool(self, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """Pooled weights (texts x d_sae) of the real tokens' states, ``lengths[i]`` tokens per text: the
+        TopK path where the projection has one, sae-lens's own ``encode`` otherwise."""
         plan = topk_plan(self.projection)
         if plan is not None:
             return self.pool_topk(plan, tokens, lengths)
