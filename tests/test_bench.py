@@ -252,8 +252,24 @@ def test_the_encode_profile_times_every_stage_against_the_floor(tiny_encoder):
     assert out["floor seconds"] == pytest.approx(sum(out["seconds"][s] for s in profile.FLOOR), abs=1e-3)
     assert set(out["share of floor"]) == set(out["seconds"])
     assert "| stage | seconds | / floor | kind |" in profile.table(out)
+    assert out["device"] == "cpu"
+    assert out["documents / s"] == pytest.approx(12 / out["seconds"]["encode (whole, measured)"], rel=0.01)
     with pytest.raises(InputError, match="docs: must be >= 1, got 0"):
         profile.ProfileConfig(docs=0)
+    with pytest.raises(InputError, match="dtype"):
+        profile.ProfileConfig(dtype="int8")
+
+
+def test_impact_changes_count_every_moved_or_missing_term():
+    from splare_pyserini.bench.profile import impact_changes
+
+    reference = [{"L1": 10, "L2": 3}, {"L5": 7}]
+    other = [{"L1": 11, "L3": 1}, {"L5": 7}]
+    # document 0: L1 moved by 1, L2 missing (3), L3 new (1) -> 3 changes in 3 terms; document 1 identical
+    assert impact_changes(reference, other) == {"terms": 4, "changed share": 0.75, "largest change": 3,
+                                                "identical documents": 0.5}
+    with pytest.raises(ValueError):
+        impact_changes(reference, other[:1])
 
 
 def test_every_timed_encode_call_runs_without_autograd():
