@@ -44,6 +44,22 @@ def test_vectors_do_not_depend_on_batching(tiny_encoder):
     assert batched == single
 
 
+def test_one_pass_batches_equal_the_tokenizers_own_padded_batch(tiny_encoder):
+    """Encoding tokenizes every text once and pads batches itself: the same ids, attention and real-token
+    mask as the tokenizer's padded call, for empty, short, truncated and multilingual texts."""
+    import torch
+
+    batcher = tiny_encoder.batcher
+    texts = ["", "x", "sparse latents " * 400, "مرحبا بالعالم 你好", "a short text"]
+    for max_length in (64, 8):
+        ref = batcher.tokenize(texts, max_length)
+        got = batcher(texts, max_length)
+        assert torch.equal(got["input_ids"], ref["input_ids"])
+        assert torch.equal(got["attention_mask"], ref["attention_mask"])
+        assert torch.equal(got["token_mask"], ref["attention_mask"].bool() & ~ref["special_tokens_mask"].bool())
+        assert batcher.lengths(texts, max_length) == ref["attention_mask"].sum(dim=1).tolist()
+
+
 def test_query_outputs_agree(tmp_path, tiny_encoder):
     from splare_pyserini.datasets import TextRecord
 

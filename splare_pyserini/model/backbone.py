@@ -207,18 +207,32 @@ class TextBatcher:
         return batch
 
     def __call__(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        batch = self.tokenize(texts, max_length)
-        token_mask = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
-        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device),
-                "token_mask": token_mask.to(self.device)}
+        return self.collate(self.encode_all(texts, max_length))
+
+    def encode_all(self, texts: Sequence[str], max_length: int) -> list[tuple[list[int], list[int]]]:
+        """(token ids, special-token flags) of every text, unpadded, the prepended token included: one
+        tokenizer pass that gives both the lengths batches are sorted by and the batches themselves."""
+        cap = max_length * MAX_CHARS_PER_TOKEN
+        extra = [self.prepend] if self.prepend is not None else []
+        enc = self.tokenizer([t[:cap] for t in texts], truncation=True, max_length=max_length - len(extra),
+                             return_special_tokens_mask=True, return_attention_mask=False,
+                             return_token_type_ids=False)
+        flag = [1] * len(extra)
+        return [(extra + ids, flag + special) for ids, special in zip(enc["input_ids"], enc["special_tokens_mask"])]
+
+    def collate(self, items: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        """A right-padded batch on the device, with the mask of real tokens (no padding, no special tokens)."""
+        width = max((len(ids) for ids, _ in items), default=0)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0  # masked out
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in items], dtype=torch.long)
+        attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in items], dtype=torch.long)
+        special = torch.tensor([sp + [1] * (width - len(sp)) for _, sp in items], dtype=torch.bool)
+        return {"input_ids": input_ids.to(self.device), "attention_mask": attention.to(self.device),
+                "token_mask": (attention.bool() & ~special).to(self.device)}
 
     def lengths(self, texts: Sequence[str], max_length: int) -> list[int]:
         """Token counts (special tokens included, after truncation): the sort key of length-sorted batching."""
-        cap = max_length * MAX_CHARS_PER_TOKEN
-        extra = 1 if self.prepend is not None else 0
-        enc = self.tokenizer([t[:cap] for t in texts], truncation=True, max_length=max_length - extra,
-                             add_special_tokens=True)
-        return [len(ids) + extra for ids in enc["input_ids"]]
+        return [len(ids) for ids, _ in self.encode_all(texts, max_length)]
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -156,10 +156,13 @@ class SaeSparseEncoder:
     def token_lengths(self, texts: Sequence[str], query: bool = False) -> list[int]:
         return self.batcher.lengths(texts, self.settings.side(query)[0])
 
-    @torch.inference_mode()
     def pooled_weights(self, texts: Sequence[str], query: bool = False) -> torch.Tensor:
         """Float pooled latent weights (texts x d_sae) for one batch, before top-k and quantization."""
-        return self.model(**self.tokenize(texts, query)).float().cpu()
+        return self._pooled(self.tokenize(texts, query))
+
+    @torch.inference_mode()
+    def _pooled(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**batch).float().cpu()
 
     def _quantize(self, weights: torch.Tensor, query: bool) -> list[dict[str, int]]:
         s = self.settings
@@ -172,10 +175,12 @@ class SaeSparseEncoder:
         reached the side's max length (were truncated)."""
         if query:
             texts = [normalize_query(t) for t in texts]
-        lengths = self.token_lengths(texts, query)
+        items = self.batcher.encode_all(texts, self.settings.side(query)[0])  # tokenized once, for sorting and batches
+        lengths = [len(ids) for ids, _ in items]
         vectors: list[dict[str, int] | None] = [None] * len(texts)
         for idx in length_sorted_batches(lengths, batch_size):
-            for i, vec in zip(idx, self._quantize(self.pooled_weights([texts[i] for i in idx], query), query)):
+            weights = self._pooled(self.batcher.collate([items[i] for i in idx]))
+            for i, vec in zip(idx, self._quantize(weights, query)):
                 vectors[i] = vec
             if progress:
                 progress(len(idx))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -21,15 +22,29 @@ def keep_topk(weights: torch.Tensor, k: int | None) -> torch.Tensor:
     return torch.zeros_like(weights).scatter(1, idx, values)
 
 
+@lru_cache(maxsize=8)
+def term_names(prefix: str, dim: int) -> tuple[str, ...]:
+    """Every pseudo-term of a ``dim``-wide space, made once: formatting a name per kept latent was the
+    largest cost of quantization."""
+    return tuple(f"{prefix}{i}" for i in range(dim))
+
+
 def quantize(weights: torch.Tensor, scale: float, topk: int | None = None, prefix: str = "L") -> list[dict[str, int]]:
-    """Rows of float weights -> {prefix+latent id: round(w * scale)}, zeros dropped, keys in id order."""
+    """Rows of float weights -> {prefix+latent id: round(w * scale)}, zeros dropped, keys in id order.
+
+    One ``nonzero`` and one copy to Python for the whole batch, not one per row: on a GPU each per-row
+    copy is a device synchronization."""
     weights = keep_topk(weights, topk)
     impacts = torch.round(weights * scale).to(torch.int64)
-    vectors = []
-    for row in impacts:
-        ids = torch.nonzero(row > 0).flatten().tolist()
-        vals = row[ids].tolist()
-        vectors.append({f"{prefix}{i}": int(v) for i, v in zip(ids, vals)})
+    rows, cols = torch.nonzero(impacts > 0, as_tuple=True)  # row-major: rows grouped, ids ascending
+    values = impacts[rows, cols].tolist()
+    counts = torch.bincount(rows, minlength=impacts.shape[0]).tolist()
+    names, ids = term_names(prefix, impacts.shape[1]), cols.tolist()
+    vectors, start = [], 0
+    for count in counts:
+        stop = start + count
+        vectors.append(dict(zip([names[i] for i in ids[start:stop]], values[start:stop])))
+        start = stop
     return vectors
 
 
