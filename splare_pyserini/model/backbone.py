@@ -247,8 +247,9 @@ def collect_activations(batcher: TextBatcher, backbone: LayerBackbone, texts: Se
     """(N, d_in) float32 hidden states of every real token, longest texts first, at most ``max_tokens``."""
     parts, total = [], 0
     with tqdm(total=len(texts), desc="activations", unit="text", dynamic_ncols=True) as bar:
-        for idx in length_sorted_batches(batcher.lengths(texts, max_length), batch_size):
-            batch = batcher([texts[i] for i in idx], max_length)
+        items = batcher.encode_all(texts, max_length)  # one tokenizer pass: the sort key and the batches
+        for idx in length_sorted_batches([len(ids) for ids, _ in items], batch_size):
+            batch = batcher.collate([items[i] for i in idx])
             hidden = backbone(batch["input_ids"], batch["attention_mask"])
             states = hidden[batch["token_mask"]].float().cpu()
             parts.append(states)
