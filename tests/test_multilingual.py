@@ -322,3 +322,20 @@ def test_bm25_languages_are_anserinis_analyzers():
     analyzers = set(autoclass("io.anserini.analysis.AnalyzerMap").analyzerMap.keySet().toArray())
     assert analyzers <= set(BM25_LANGUAGES)  # every language-specific analyzer is offered
     assert set(BM25_LANGUAGES) - analyzers == {"en", "ha", "so", "sw", "yo"}  # the default, whitespace-only ones
+
+
+def test_shipped_splare_me5_small_matches_a_question_to_its_translation(converted):
+    """splare-me5-small (the public SAE's backbone fine-tuned on English judgments) loads by name over the
+    converted base and SAE, applies its adapter, and an English question scores the German paragraph that
+    answers it far above an unrelated German one."""
+    from splare_pyserini.model.encoder import SaeSparseEncoder
+
+    tuned = SaeSparseEncoder("splare-me5-small")
+    assert (tuned.settings.sae, tuned.settings.saturation, tuned.checkpoint.base_model) == (SAE, "none", MODEL)
+    docs = ["Die Normannen waren ein Volk, das im 10. und 11. Jahrhundert der Normandie in Frankreich seinen Namen gab.",
+            "Die Photosynthese wandelt Lichtenergie in chemische Energie um, die in Zucker gespeichert wird."]
+    query = tuned.encode_queries(["Who gave their name to Normandy in France?"])[0]
+    vectors = tuned.encode_documents(docs)
+    match, other = (sum(w * v.get(t, 0) for t, w in query.items()) for v in vectors)
+    assert match > 3 * other
+    assert SaeSparseEncoder(MODEL, sae=SAE).encode_documents(docs[:1])[0] != vectors[0]  # the adapter is applied

