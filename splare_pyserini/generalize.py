@@ -72,6 +72,7 @@ class GeneralizeConfig:
     layer: int | None = option(None, "layer of both models (default: the SAE's recorded layer; without --sae, "
                                      f"{DEFAULT_LAYER}, the shipped SAE's, for the SAEs trained here and the twin)")
     negatives: str = option("bm25", "hard negatives of the training sources", choices=NEGATIVES)
+    temperature: float = option(1.0, "InfoNCE temperature of the SPLARE models (their dot products are divided by it)")
     vocab_temperature: float = option(5.0, "InfoNCE temperature of the twin (its scores spread wider than the SAE's)")
     seed: int = option(0, "training seed")
     split: str = option("test", "split of each held-out set the rows are scored on (dev: for choosing settings)")
@@ -90,6 +91,7 @@ class GeneralizeConfig:
         require(min(self.sae_width, self.sae_k, self.sae_steps) >= 1 and self.sae_k <= self.sae_width,
                 "sae_width, sae_k, sae_steps: must be >= 1, and sae_k <= sae_width")
         require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
+        require(self.temperature > 0 and self.vocab_temperature > 0, "temperature and vocab_temperature: must be > 0")
 
 
 def loo_sources(held_out: str, datasets: tuple[str, ...], train_weight: float, corpus_weight: float,
@@ -152,7 +154,7 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
     fields = dict(sources=loo_sources(held_out, cfg.datasets, cfg.train_weight, cfg.corpus_weight,
                                       cfg.own_corpus_weight), model=cfg.model,
                   sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.train_batch_size,
-                  negatives=cfg.negatives, temperature=cfg.vocab_temperature if twin else 1.0, distill=cfg.distill,
+                  negatives=cfg.negatives, temperature=cfg.vocab_temperature if twin else cfg.temperature, distill=cfg.distill,
                   teacher=cfg.teacher, seed=cfg.seed)
     name = f"{'vocab' if twin else 'splare'}-without-{held_out}-{recipe_tag(fields)}"
     train_cfg = TrainConfig(output=str(Path(cfg.output) / "models" / name),

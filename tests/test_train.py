@@ -276,3 +276,20 @@ def test_a_state_saved_before_a_setting_existed_resumes_only_at_its_default(tmp_
     assert Trainer(cfg).load_state()
     with pytest.raises(InputError, match="saved by a run with other settings"):
         Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae, steps=2, attention="bidirectional")).load_state()
+
+
+def test_a_state_resumes_on_another_device_but_not_with_another_recipe(tmp_path, tiny_beir, tiny_model, tiny_sae):
+    from splare_pyserini.errors import InputError
+
+    cfg = config(tmp_path, tiny_beir, tiny_model, tiny_sae, steps=2)
+    first = Trainer(cfg)
+    first.log.append(first.train_step())
+    first.save_state()
+    path = tmp_path / "run" / "state" / "state.pt"
+    saved = torch.load(path, weights_only=False)
+    saved["config"]["device"] = "cuda"  # as a GPU run wrote it: the device is where a run computes, not what it trains
+    torch.save(saved, path)
+    moved = Trainer(cfg)
+    assert moved.load_state() and moved.step == 1
+    with pytest.raises(InputError, match="saved by a run with other settings"):
+        Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae, steps=2, lr=1e-3)).load_state()

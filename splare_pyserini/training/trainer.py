@@ -55,6 +55,9 @@ __all__ = ["TrainConfig", "Trainer", "train", "load_pairs", "warmup_then_linear_
 log = logging.getLogger(__name__)
 
 
+RESUMABLE_ANYWHERE = ("device",)  # settings a saved state may be resumed under with another value
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = option("scifact", "BEIR folder, or a name (looked up in $SPLARE_BEIR_DIR, then the shipped sets)")
@@ -109,6 +112,7 @@ class TrainConfig:
     seed: int = option(0, "seed of pairs, sampling and initialization")
     save_every: int = option(50, "steps between saved training states")
     fp16: bool = option(True, "store the checkpoint's weights in fp16")
+    device: str = option("cpu", "torch device of the model and the loss (e.g. cuda); a run may resume on another")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -178,7 +182,7 @@ class Trainer:
         self.sources = load_sources(cfg, negatives)
         self.sampler = SourceMixer(self.sources, cfg.seed)
         self.pairs = [pair for source in self.sources for pair in source.pairs]
-        self.encoder = SaeSparseEncoder(cfg.encoder_settings())
+        self.encoder = SaeSparseEncoder(cfg.encoder_settings(), device=cfg.device)
         model = self.encoder.model
         if cfg.vocab_k is not None:
             model.projection = VocabProjection(model.backbone.model.get_input_embeddings(), k=cfg.vocab_k)
@@ -240,10 +244,12 @@ class Trainer:
         path = self.output / "state" / "state.pt"
         if not path.is_file():
             return False
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location=self.cfg.device)
         saved, defaults = state.get("config") or {}, asdict(TrainConfig(**{"output": self.cfg.output}))
-        # a setting added after the state was saved matches when this run leaves it at its default
-        if {**{k: v for k, v in defaults.items() if k not in saved}, **saved} != asdict(self.cfg):
+        # a setting added after the state was saved matches when this run leaves it at its default;
+        # the device is where a run computes, not what it trains
+        recipe = {k: v for k, v in {**defaults, **saved}.items() if k not in RESUMABLE_ANYWHERE}
+        if recipe != {k: v for k, v in asdict(self.cfg).items() if k not in RESUMABLE_ANYWHERE}:
             raise InputError(f"{path}: saved by a run with other settings; use a new output folder")
         params = dict(self.encoder.model.named_parameters())
         with torch.no_grad():
@@ -253,7 +259,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.log = state["step"], state["log"]
         self.sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         log.info("resuming %s at step %d", self.output, self.step)
         return True
 
