@@ -62,7 +62,7 @@ def calibrate_quant_scale(projection, acts: torch.Tensor, target: float = 100.0,
     scale like SPLADE's 100 can round most weights to 1 or 2. Stored with the SAE
     (``splare_quant_scale``) or the checkpoint (``quant_scale``); the encoder uses it by default.
     """
-    weights = torch.relu(projection.encode(acts.to(projection.W_enc.dtype))).float()
+    weights = torch.relu(projection.encode(acts.to(projection.W_enc.device, projection.W_enc.dtype))).float()
     weights = torch.log1p(weights) if saturation == "log1p" else weights
     nonzero = weights[weights > 0]
     p99 = float(torch.quantile(nonzero[:1_000_000], 0.99)) if nonzero.numel() else 1.0
