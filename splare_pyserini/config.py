@@ -44,6 +44,31 @@ def check_fields(config: object) -> None:
         choices = f.metadata.get("choices")
         if choices and value is not None and value not in choices:
             raise InputError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+    device = getattr(config, "device", None)
+    if isinstance(device, str):  # the GPUs of a Ray cluster are the workers', not this machine's
+        check_device(device, available=getattr(getattr(config, "distributed", None), "ray", None) is None)
+
+
+def check_device(device: str, available: bool = True) -> None:
+    """A torch device name (and, with ``available``, one this machine has): a misspelt ``cdua`` or a GPU
+    that is not there is a one-line error before any model loads, not a CUDA traceback mid-run."""
+    if device == "cpu":
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise InputError(f"device: {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from err
+    if not available:
+        return
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        require(count > 0, f"device: {device!r}, but torch sees no CUDA GPU on this machine")
+        require(parsed.index is None or parsed.index < count,
+                f"device: {device!r}, but this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    elif parsed.type == "mps":
+        require(torch.backends.mps.is_available(), f"device: {device!r}, but torch has no MPS backend here")
 
 
 def require(condition: bool, message: str) -> None:

@@ -26,6 +26,10 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
     ("search", ["--index", "{tmp}/i", "--topics", "{tmp}/t.tsv", "--output", "{tmp}/o", "--hits", "0"],
      "hits: must be >= 1, got 0"),
     ("models", ["bogus"], "action: 'bogus' is not one of list, fetch"),
+    ("encode", ["--input", "scifact", "--output", "{tmp}/o", "--device", "cdua"],
+     "device: 'cdua' is not a torch device (e.g. cpu, cuda, cuda:1, mps)"),
+    ("train", ["--output", "{tmp}/o", "--device", "gpu0"], "device: 'gpu0' is not a torch device (e.g. cpu, cuda, "
+                                                             "cuda:1, mps)"),
     ("pyserini", [], "name a Pyserini module to run, e.g. python -m splare_pyserini.pyserini search.lucene --index ... "
                      "(see python -m splare_pyserini.pyserini --help)"),
 ])
@@ -33,4 +37,17 @@ def test_cli_user_errors(tmp_path, module, args, message):
     proc = run_cli(module, *[a.format(tmp=tmp_path) for a in args])
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: " + message.format(tmp=tmp_path)]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("module,args", [
+    ("encode", ["--input", "scifact", "--output", "{tmp}/o"]),
+    ("search", ["--index", "{tmp}/i", "--topics", "{tmp}/t.tsv", "--output", "{tmp}/o"]),
+    ("bench.profile", ["--output", "{tmp}/o"]),
+])
+def test_a_gpu_this_machine_lacks_is_one_line_before_anything_runs(tmp_path, module, args):
+    proc = run_cli(module, *[a.format(tmp=tmp_path) for a in args], "--device", "cuda")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: device: 'cuda', but torch sees no CUDA GPU on this machine"]
     assert not (tmp_path / "o").exists()
