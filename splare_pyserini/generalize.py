@@ -154,8 +154,8 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
     fields = dict(sources=loo_sources(held_out, cfg.datasets, cfg.train_weight, cfg.corpus_weight,
                                       cfg.own_corpus_weight), model=cfg.model,
                   sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.train_batch_size,
-                  negatives=cfg.negatives, temperature=cfg.vocab_temperature if twin else cfg.temperature, distill=cfg.distill,
-                  teacher=cfg.teacher, seed=cfg.seed)
+                  negatives=cfg.negatives, temperature=cfg.vocab_temperature if twin else cfg.temperature,
+                  distill=cfg.distill, teacher=cfg.teacher, seed=cfg.seed)
     name = f"{'vocab' if twin else 'splare'}-without-{held_out}-{recipe_tag(fields)}"
     train_cfg = TrainConfig(output=str(Path(cfg.output) / "models" / name),
                             teacher_cache=str(Path(cfg.output) / "teacher"), **fields)

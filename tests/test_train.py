@@ -261,18 +261,23 @@ def test_bm25_negatives_work_from_a_script_without_main_guard(tmp_path, tiny_bei
     assert proc.stdout.split() == ["10", "10"]
 
 
+def save_one_step_state(cfg, edit) -> None:
+    """Train one step, save the state, and ``edit`` the config recorded in it (as another run wrote it)."""
+    first = Trainer(cfg)
+    first.log.append(first.train_step())
+    first.save_state()
+    path = Path(cfg.output) / "state" / "state.pt"
+    saved = torch.load(path, weights_only=False)
+    edit(saved["config"])
+    torch.save(saved, path)
+
+
 def test_a_state_saved_before_a_setting_existed_resumes_only_at_its_default(tmp_path, tiny_beir, tiny_model,
                                                                               tiny_sae):
     from splare_pyserini.errors import InputError
 
     cfg = config(tmp_path, tiny_beir, tiny_model, tiny_sae, steps=2)
-    first = Trainer(cfg)
-    first.log.append(first.train_step())
-    first.save_state()
-    path = tmp_path / "run" / "state" / "state.pt"
-    saved = torch.load(path, weights_only=False)
-    del saved["config"]["attention"], saved["config"]["lora_export"]  # as an older version wrote it
-    torch.save(saved, path)
+    save_one_step_state(cfg, lambda c: [c.pop("attention"), c.pop("lora_export")])  # as an older version wrote it
     assert Trainer(cfg).load_state()
     with pytest.raises(InputError, match="saved by a run with other settings"):
         Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae, steps=2, attention="bidirectional")).load_state()
@@ -282,13 +287,8 @@ def test_a_state_resumes_on_another_device_but_not_with_another_recipe(tmp_path,
     from splare_pyserini.errors import InputError
 
     cfg = config(tmp_path, tiny_beir, tiny_model, tiny_sae, steps=2)
-    first = Trainer(cfg)
-    first.log.append(first.train_step())
-    first.save_state()
-    path = tmp_path / "run" / "state" / "state.pt"
-    saved = torch.load(path, weights_only=False)
-    saved["config"]["device"] = "cuda"  # as a GPU run wrote it: the device is where a run computes, not what it trains
-    torch.save(saved, path)
+    # as a GPU run wrote it: the device is where a run computes, not what it trains
+    save_one_step_state(cfg, lambda c: c.update(device="cuda"))
     moved = Trainer(cfg)
     assert moved.load_state() and moved.step == 1
     with pytest.raises(InputError, match="saved by a run with other settings"):
