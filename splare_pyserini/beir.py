@@ -29,7 +29,7 @@ from .pipeline import RunSettings, run_bm25_system, run_fused_system, run_sparse
 
 log = logging.getLogger(__name__)
 HYBRID = "RRF(SPLARE, BM25)"
-COLUMNS = ("nDCG@10", "R@100", "doc nnz", "query nnz", "index MB", "encode docs/s")
+COLUMNS = ("nDCG@10", "R@100", "doc nnz", "query nnz", "terms", "posting df", "index MB", "encode docs/s")
 
 
 def _splade_tiny(data, folder: Path, cfg: "BeirConfig") -> dict:

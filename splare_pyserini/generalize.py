@@ -268,9 +268,11 @@ def markdown(results: dict[str, dict[str, dict]], split: str = "test") -> str:
     for held_out, rows in results.items():
         bm25 = rows.get("bm25", {}).get("nDCG@10")
         body = [[LABELS[s], row.get("saw", ""), f"{row['nDCG@10']:.4f}", f"{row['R@100']:.4f}",
-                 f"{row['nDCG@10'] / bm25:.3f}" if bm25 else ""] for s, row in rows.items()]
+                 f"{row['nDCG@10'] / bm25:.3f}" if bm25 else "", row.get("doc nnz", ""), row.get("terms", ""),
+                 row.get("posting df", "")] for s, row in rows.items()]
         parts.append(f"**{held_out}** ({split})\n\n" + markdown_table(
-            ("system", f"saw of {held_out}", "nDCG@10", "R@100", "nDCG@10 / BM25"), body))
+            ("system", f"saw of {held_out}", "nDCG@10", "R@100", "nDCG@10 / BM25", "doc nnz", "terms",
+             "posting df"), body))
     return "\n\n".join(parts)
 
 

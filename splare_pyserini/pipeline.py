@@ -6,7 +6,6 @@ same rounding). Each stage is resumable and skipped when already complete.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from .datasets import Dataset, write_trec_qrels
 from .encode import encode_corpus, encode_queries, write_topics
 from .lucene.evaluate import DEFAULT_MEASURES, evaluate_run
 from .lucene.index import index_bm25, index_size_bytes, index_vectors, read_index_info
+from .lucene.postings import mean_nonzeros, posting_stats
 from .lucene.search import open_bm25_searcher, open_searcher, search_topics
 
 if TYPE_CHECKING:
@@ -40,17 +40,6 @@ class RunSettings:
         check_fields(self)
         for name in ("batch_size", "chunk_size", "hits", "threads", "search_batch_size"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
-
-
-def mean_nonzeros(path: Path) -> float:
-    """Mean number of terms per vector in a JsonVectorCollection file or folder."""
-    total = count = 0
-    for file in ([path] if path.is_file() else sorted(path.glob("*.jsonl"))):
-        with open(file, encoding="utf-8") as handle:
-            for line in handle:
-                total += len(json.loads(line)["vector"])
-                count += 1
-    return total / max(count, 1)
 
 
 def qrels_file(data: Dataset, folder: Path, split: str = "test") -> Path:
@@ -84,6 +73,7 @@ def run_sparse_system(encoder, data: Dataset, folder: str | Path, run: RunSettin
     row = {**evaluate_run(data.qrels, trec, qrels_file(data, folder, split), measures),
            "doc nnz": round(mean_nonzeros(vectors / "corpus"), 1),
            "query nnz": round(mean_nonzeros(vectors / "queries.jsonl"), 1),
+           **posting_stats(vectors / "corpus", vectors / "queries.jsonl").row(),
            "index MB": round(index_size_bytes(index) / 1e6, 3)}
     if summary.reused_chunks == 0:
         row["encode docs/s"] = round(len(data.corpus) / seconds, 1)

@@ -65,10 +65,14 @@ def test_protocol_end_to_end_on_two_tiny_sets(tmp_path, tiny_model, tiny_sae, mo
         assert (tmp_path / "out" / held_out / "default" / "run.trec").is_file()  # run, not listed
         assert all(row["nDCG@10"] > 0 for row in rows.values())
         assert rows["bm25"]["nDCG@10"] > 0.5  # the tiny sets are lexical: BM25 finds them
+        for sparse in ("splare-loo", "vocab-loo"):  # what their indexes hold
+            row = rows[sparse]
+            assert 0 < row["posting df"] <= 1 and 0 < row["terms"] and row["postings per query"] > 0
         [model] = (tmp_path / "out" / "models").glob(f"splare-without-{held_out}-*")
         trained = json.loads((model / "checkpoint" / "splare.json").read_text())["training"]["sources"]
         assert trained and not any(s.startswith(held_out) for s in trained)
     assert "**medical** (test)" in (tmp_path / "out" / "generalize.md").read_text()
+    assert "| posting df |" in (tmp_path / "out" / "generalize.md").read_text()
     again = run_generalize(cfg)  # every row cached
     assert again == json.loads(json.dumps(results))
 

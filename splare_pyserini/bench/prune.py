@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from ..lucene.evaluate import DEFAULT_MEASURES, evaluate_run
 from ..lucene.index import index_size_bytes, index_vectors, read_index_info
 from ..lucene.search import open_searcher, search_topics
 from ..model.settings import DEFAULT_MODEL, INFO_FILE, EncoderSettings
-from ..pipeline import RunSettings, mean_nonzeros, qrels_file
+from ..lucene.postings import document_frequencies, mean_nonzeros, mean_postings
+from ..pipeline import RunSettings, qrels_file
 
 log = logging.getLogger(__name__)
 ALL = 0  # k = 0: every latent kept (the unpruned model)
@@ -89,21 +89,6 @@ def cut_folder(source: Path, dest: Path, k: int, kind: str) -> Path:
     return dest
 
 
-def document_frequencies(corpus: Path) -> Counter:
-    freq: Counter = Counter()
-    for file in sorted(corpus.glob("*.jsonl")):
-        with open(file, encoding="utf-8") as handle:
-            for line in handle:
-                freq.update(json.loads(line)["vector"].keys())
-    return freq
-
-
-def mean_postings(queries: Path, freq: Counter) -> float:
-    """Mean over queries of the postings their terms point to: what an impact query reads in Lucene."""
-    totals = [sum(freq[t] for t in json.loads(line)["vector"]) for line in open(queries, encoding="utf-8")]
-    return sum(totals) / max(len(totals), 1)
-
-
 def choose(rows: list[dict], tolerance: float) -> dict | None:
     """The pair with the fewest postings read (then the smallest index) whose nDCG@10 is within
     ``tolerance`` of the unpruned pair's."""
@@ -134,7 +119,7 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
         index = output / f"doc-{k}" / "index"
         if read_index_info(index) is None:
             index_vectors(docs, index, threads=cfg.run.threads, overwrite=True)
-        freq = document_frequencies(docs / "corpus")
+        freq, _ = document_frequencies(docs / "corpus")
         for qk in cfg.query_topk:
             queries = (cut_folder(vectors, output / f"query-{qk}", qk, "queries") if qk else vectors) / "queries.jsonl"
             key = {"model": encoder.info()["model_hash"], "split": cfg.split, "queries": len(data.queries),
