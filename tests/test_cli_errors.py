@@ -26,6 +26,8 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
     ("search", ["--index", "{tmp}/i", "--topics", "{tmp}/t.tsv", "--output", "{tmp}/o", "--hits", "0"],
      "hits: must be >= 1, got 0"),
     ("models", ["bogus"], "action: 'bogus' is not one of list, fetch"),
+    ("adapt", ["--input", "scifact", "--output", "{tmp}/o", "--model", "smollm2-135m", "--mask-prob", "1.5"],
+     "mask_prob: must be in (0, 1), got 1.5"),
     ("encode", ["--input", "scifact", "--output", "{tmp}/o", "--device", "cdua"],
      "device: 'cdua' is not a torch device (e.g. cpu, cuda, cuda:1, mps)"),
     ("train", ["--output", "{tmp}/o", "--device", "gpu0"], "device: 'gpu0' is not a torch device (e.g. cpu, cuda, "

@@ -15,7 +15,9 @@ not the text's first word.
 """
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -137,6 +139,20 @@ def adds_leading_special(tokenizer) -> bool:
     return bool(ids) and ids[0] in set(tokenizer.all_special_ids)
 
 
+ADAPTED_FILE = "splare_adapted.json"  # what `splare_pyserini.adapt` writes into a model folder it adapted
+
+
+def adapted_attention(path: str) -> str | None:
+    """The attention a model folder was adapted to (``adapt``'s record), which is its default; None if none."""
+    record = Path(path) / ADAPTED_FILE
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))["attention"]
+    except (ValueError, KeyError) as err:
+        raise ArtifactError(f"{record}: not an adaptation record ({type(err).__name__}: {err})") from err
+
+
 def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: torch.dtype = torch.float32,
                   masked_lm: bool = False, attention: str | None = None):
     """Load (tokenizer, LayerBackbone); decoders get a pad token if they lack one, right padding, and a
@@ -159,7 +175,7 @@ def load_backbone(name_or_path: str, layer: int, device: str = "cpu", dtype: tor
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"  # positions count from the first real token, as for a text alone
     model.eval().to(device)
-    backbone = LayerBackbone(model, layer, attention)
+    backbone = LayerBackbone(model, layer, attention or adapted_attention(path))
     if backbone.native_attention == "causal" and not adds_leading_special(tokenizer):
         sink = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if sink is None:

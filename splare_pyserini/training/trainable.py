@@ -25,14 +25,19 @@ def freeze_all_but_blocks(model: SparseLatentModel, train_projection: bool) -> l
     return names
 
 
+def linear_targets(model: torch.nn.Module, layers_name: str) -> list[str]:
+    """Names of the linear layers inside the blocks (``layers_name``, e.g. ``layers``): where LoRA goes."""
+    prefix = layers_name + "."
+    return [name for name, module in model.named_modules()
+            if name.startswith(prefix) and isinstance(module, torch.nn.Linear)]
+
+
 def add_lora(model: SparseLatentModel, rank: int, alpha: float) -> dict:
     """Replace full fine-tuning of the blocks by LoRA adapters (peft) on their linear layers;
     only the adapters (and the SAE, if it trains) keep ``requires_grad``. Returns the adapter's
     description, as a checkpoint records it."""
     backbone = model.backbone.model
-    prefix = model.backbone.layers_name + "."
-    targets = [name for name, module in backbone.named_modules()
-               if name.startswith(prefix) and isinstance(module, torch.nn.Linear)]
+    targets = linear_targets(backbone, model.backbone.layers_name)
     for param in backbone.parameters():
         param.requires_grad_(False)
     lora = {"rank": rank, "alpha": alpha, "target_modules": targets}
