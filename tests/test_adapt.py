@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from helpers import build_tiny_beir, build_tiny_decoder
-from splare_pyserini.errors import InputError
+from splare_pyserini.errors import ArtifactError, InputError
 from splare_pyserini.model.backbone import ADAPTED_FILE, LayerBackbone, load_backbone
 from splare_pyserini.training.adapt import AdaptConfig, Adapter, adapt, load_causal_lm, mask_tokens, mntp_loss
 
@@ -104,6 +104,9 @@ def test_adaptation_learns_and_the_folder_loads_bidirectional_by_default(tmp_pat
     assert adapt(config(decoder, texts, tmp_path / "adapted")) == folder  # done: not redone
     with pytest.raises(InputError, match="other settings"):
         adapt(config(decoder, texts, tmp_path / "adapted", steps=31))
+    (folder / ADAPTED_FILE).write_text("{}")
+    with pytest.raises(ArtifactError, match=f"{ADAPTED_FILE}: not an adaptation record"):
+        load_backbone(str(folder), 2)
 
 
 def test_an_interrupted_adaptation_resumes_to_the_same_model(tmp_path, texts):

@@ -26,9 +26,9 @@ from ..errors import cli_main
 from ..io import atomic_write, load_row, markdown_table, save_row, write_json
 from ..lucene.evaluate import DEFAULT_MEASURES, evaluate_run
 from ..lucene.index import index_size_bytes, index_vectors, read_index_info
+from ..lucene.postings import document_frequencies, mean_nonzeros, mean_postings
 from ..lucene.search import open_searcher, search_topics
 from ..model.settings import DEFAULT_MODEL, INFO_FILE, EncoderSettings
-from ..lucene.postings import document_frequencies, mean_nonzeros, mean_postings
 from ..pipeline import RunSettings, qrels_file
 
 log = logging.getLogger(__name__)
