@@ -253,7 +253,8 @@ def test_the_encode_profile_times_every_stage_against_the_floor(tiny_encoder):
     assert set(out["share of floor"]) == set(out["seconds"])
     assert "| stage | seconds | / floor | kind |" in profile.table(out)
     assert out["device"] == "cpu"
-    assert out["documents / s"] == pytest.approx(12 / out["seconds"]["encode (whole, measured)"], rel=0.01)
+    whole = out["seconds"]["encode (whole, measured)"]  # reported to 4 decimals: a fast run's rounding is > 1%
+    assert 12 / (whole + 5e-5) - 0.05 <= out["documents / s"] <= 12 / (whole - 5e-5) + 0.05
     with pytest.raises(InputError, match="docs: must be >= 1, got 0"):
         profile.ProfileConfig(docs=0)
     with pytest.raises(InputError, match="dtype"):

@@ -32,7 +32,7 @@ from ..errors import ArtifactError, InputError, cli_main
 from ..io import atomic_dir
 from ..model.backbone import ADAPTED_FILE, LayerBackbone, TextBatcher, adds_leading_special
 from ..model.checkpoint import inject_lora, merge_adapters
-from .trainable import linear_targets
+from .trainable import linear_targets, restore_trainable_state, trainable_state
 from .trainer import warmup_then_linear_decay
 
 __all__ = ["AdaptConfig", "Adapter", "adapt", "mask_tokens", "mntp_loss"]
@@ -192,10 +192,8 @@ class Adapter:
         return {"step": self.step, "loss": round(loss.item(), 4)}
 
     def save_state(self) -> None:
-        state = {"trainable": {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad},
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "step": self.step, "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                 "log": self.log, "config": asdict(self.cfg)}
+        state = {**trainable_state(self.model, self.optimizer, self.scheduler), "step": self.step,
+                 "generator": self.generator.get_state(), "log": self.log, "config": asdict(self.cfg)}
         with atomic_dir(self.state_dir) as tmp:
             torch.save(state, tmp / "state.pt")
 
@@ -207,15 +205,9 @@ class Adapter:
         saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_ANYWHERE}
         if saved != {k: v for k, v in asdict(self.cfg).items() if k not in RESUMABLE_ANYWHERE}:
             raise InputError(f"{path}: saved by a run with other settings; use a new output folder")
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["trainable"].items():
-                params[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        restore_trainable_state(self.model, self.optimizer, self.scheduler, state)
         self.step, self.log = state["step"], state["log"]
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"].cpu())
         log.info("resuming %s at step %d", self.output, self.step)
         return True
 

@@ -54,3 +54,22 @@ def merge_lora(model: SparseLatentModel) -> None:
     """Fold the adapters into the base weights and unwrap them, so the checkpoint holds plain
     block weights under their original names and loads like a fully fine-tuned one."""
     merge_adapters(model.backbone.model)
+
+
+def trainable_state(model: torch.nn.Module, optimizer, scheduler) -> dict:
+    """What a resumable run saves besides its own bookkeeping: the trainable parameters (LoRA adapters, or
+    the blocks), the optimizer and scheduler, and torch's RNG."""
+    return {"trainable": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state()}
+
+
+def restore_trainable_state(model: torch.nn.Module, optimizer, scheduler, state: dict) -> None:
+    """Put back what :func:`trainable_state` saved (tensors already on the run's device)."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"].cpu())

@@ -48,7 +48,8 @@ from .negatives import SOURCES, BM25Negatives, FileNegatives, InMemoryNegatives,
 from .pairs import MODES, Pair
 from .sources import LoadedSource, SourceMixer, SourceSpec, load_source
 from .teacher import CachedTeacher
-from .trainable import add_lora, freeze_all_but_blocks, lora_names, merge_lora
+from .trainable import (add_lora, freeze_all_but_blocks, lora_names, merge_lora, restore_trainable_state,
+                        trainable_state)
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_pairs", "warmup_then_linear_decay", "SpladeLoss",
            "InMemoryNegatives", "FileNegatives", "NoNegatives", "BM25Negatives", "NegativeSource"]
@@ -229,10 +230,8 @@ class Trainer:
     # --- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         model = self.encoder.model
-        return {"trainable": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "step": self.step, "sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "log": self.log, "config": asdict(self.cfg)}
+        return {**trainable_state(model, self.optimizer, self.scheduler), "step": self.step,
+                "sampler": self.sampler.state_dict(), "log": self.log, "config": asdict(self.cfg)}
 
     def save_state(self) -> None:
         if self.teacher is not None:
@@ -251,15 +250,9 @@ class Trainer:
         recipe = {k: v for k, v in {**defaults, **saved}.items() if k not in RESUMABLE_ANYWHERE}
         if recipe != {k: v for k, v in asdict(self.cfg).items() if k not in RESUMABLE_ANYWHERE}:
             raise InputError(f"{path}: saved by a run with other settings; use a new output folder")
-        params = dict(self.encoder.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["trainable"].items():
-                params[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        restore_trainable_state(self.encoder.model, self.optimizer, self.scheduler, state)
         self.step, self.log = state["step"], state["log"]
         self.sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"].cpu())
         log.info("resuming %s at step %d", self.output, self.step)
         return True
 
