@@ -277,7 +277,8 @@ def training_texts(source: str) -> list[str]:
         ds = load_ir_datasets(source)
         return [r.text for r in ds.corpus + ds.queries if r.text]
     ds = load_beir(source, split="__all__")
-    queries = [q for q in ds.queries if q.id in non_test_query_ids(resolve_beir_folder(source))]
+    keep = non_test_query_ids(resolve_beir_folder(source))  # once: the qrels files are read, not per query
+    queries = [q for q in ds.queries if q.id in keep]
     return [r.text for r in ds.corpus + queries if r.text]
 
 

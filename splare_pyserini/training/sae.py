@@ -63,6 +63,7 @@ class TrainSaeConfig:
     max_length: int = option(256, "tokens kept per text")
     max_tokens: int | None = option(2_000_000, "token states collected (longest texts first)")
     seed: int = option(0, "seed of initialization and shuffling")
+    device: str = option("cpu", "torch device for the backbone's forward passes and the SAE's training (e.g. cuda)")
     fp32: bool = option(False, "store fp32 weights (default fp16)")
     calibrate_only: bool = option(False, "only record splare_quant_scale in the existing SAE folder --output")
 
@@ -89,14 +90,15 @@ def collect_source_activations(tokenizer, backbone, sources: Sequence[str], max_
     parts = []
     for source in sources:
         log.info("activations of %s", source)
-        parts.append(collect_activations(TextBatcher.for_backbone(tokenizer, backbone), backbone, training_texts(source), max_length,
-                                         max_tokens=share))
+        batcher = TextBatcher.for_backbone(tokenizer, backbone, device=str(next(backbone.parameters()).device))
+        parts.append(collect_activations(batcher, backbone, training_texts(source), max_length, max_tokens=share))
     return torch.cat(parts)
 
 
 def training_sae(cfg: TrainSaeConfig, d_in: int, metadata):
     """The sae-lens training SAE of ``cfg.architecture`` (activation norm folded into the weights at save)."""
-    common = dict(d_in=d_in, d_sae=cfg.d_sae, normalize_activations="expected_average_only_in", metadata=metadata)
+    common = dict(d_in=d_in, d_sae=cfg.d_sae, normalize_activations="expected_average_only_in", metadata=metadata,
+                  device=cfg.device)
     if cfg.architecture == "jumprelu":
         from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
 
@@ -118,7 +120,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
 
     torch.manual_seed(cfg.seed)
     started = time.time()
-    tokenizer, backbone = load_backbone(cfg.model, cfg.layer, attention=cfg.attention)
+    tokenizer, backbone = load_backbone(cfg.model, cfg.layer, device=cfg.device, attention=cfg.attention)
     acts = activations if activations is not None else collect_source_activations(
         tokenizer, backbone, cfg.input, cfg.max_length, cfg.max_tokens)
     seconds_acts = time.time() - started
@@ -127,7 +129,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     steps, batch = cfg.steps, cfg.batch_size
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch, train_batch_size_samples=batch, lr=cfg.lr, lr_end=cfg.lr / 10,
-        lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(20, steps // 10), device="cpu",
+        lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(20, steps // 10), device=cfg.device,
         dead_feature_window=max(1, steps // 4), feature_sampling_window=max(1, steps // 2),
         logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20)
     trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae(cfg, acts.shape[1], metadata),
@@ -138,7 +140,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
         trainer.activation_scaler.scaling_factor = scale
         with torch.no_grad():
             trainer.sae.b_dec.copy_(acts.mean(0) * scale)
-    trained = trainer.fit()
+    trained = trainer.fit().to("cpu")
     seconds_train = time.time() - started - seconds_acts
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
     scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS])
@@ -158,10 +160,18 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
                   "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
                   "distinct_tokens": int(acts.shape[0]), "seconds_activations": round(seconds_acts, 1),
                   "seconds_training": round(seconds_train, 1), "torch_threads": torch.get_num_threads(),
+                  "device": device_name(cfg.device),
                   "fp16": not cfg.fp32, "quant_scale": scale, **stats}
         (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(record))
     return output
+
+
+def device_name(device: str) -> str:
+    """What the training ran on, in words (a GPU's model name, or ``cpu``), for the model card."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return device
 
 
 @torch.inference_mode()
@@ -195,7 +205,7 @@ Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` an
   tokens per text: {r['distinct_tokens']:,} token states
 - training: {r['steps']} steps x {r['batch_size']} states ({r['training_tokens']:,} samples), lr {r['lr']}
   (cosine to lr/10), seed {r['seed']}
-- wall time on CPU ({r['torch_threads']} threads): activations {r['seconds_activations']} s,
+- wall time on {r.get('device', 'cpu')} ({r['torch_threads']} CPU threads): activations {r['seconds_activations']} s,
   training {r['seconds_training']} s
 - quality on {STATS_TOKENS:,} training states: explained variance {r['explained_variance']},
   alive latents {r['alive_fraction_on_sample']}
