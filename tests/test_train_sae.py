@@ -36,6 +36,8 @@ def test_train_sae_round_trips_through_sae_lens(trained_sae, tiny_model):
     assert sae.W_enc.dtype == torch.float16 and sae.W_enc.shape == (32, 48)
     record = json.loads((out / "training.json").read_text())
     assert record["steps"] == 6 and record["distinct_tokens"] <= 2000
+    assert record["device"] == "cpu" and "wall time on cpu" in (out / "README.md").read_text()
+    assert record["seconds_activations"] is not None  # collected here, so timed
     # the encoder picks up layer and quantization scale from the SAE's own metadata
     encoder = SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(out)))
     assert encoder.settings.layer == 2
@@ -107,6 +109,9 @@ def test_training_texts_leave_out_test_queries():
     assert only_test and not any(t in texts for t in only_test)
     cranfield = training_texts("cranfield")  # a test-only set: its documents, none of its queries
     assert len(cranfield) == len([d for d in load_beir("cranfield").corpus if d.text])
+    nfcorpus = training_texts("nfcorpus")  # train and dev queries kept, test queries left out
+    judged = {q.id for split in ("train", "dev") for q in load_beir("nfcorpus", split).queries}
+    assert len(nfcorpus) == len([d for d in load_beir("nfcorpus").corpus if d.text]) + len(judged)
 
 
 def test_several_sources_get_equal_token_shares(tiny_model, tmp_path):

@@ -123,10 +123,11 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     tokenizer, backbone = load_backbone(cfg.model, cfg.layer, device=cfg.device, attention=cfg.attention)
     acts = activations if activations is not None else collect_source_activations(
         tokenizer, backbone, cfg.input, cfg.max_length, cfg.max_tokens)
-    seconds_acts = time.time() - started
+    seconds_acts = time.time() - started if activations is None else None  # states handed in were timed elsewhere
     hook_name = f"{backbone.layers_name}.{cfg.layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
     metadata = SAEMetadata(model_name=cfg.model, hook_name=hook_name, context_size=cfg.max_length)
     steps, batch = cfg.steps, cfg.batch_size
+    training_started = time.time()
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch, train_batch_size_samples=batch, lr=cfg.lr, lr_end=cfg.lr / 10,
         lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(20, steps // 10), device=cfg.device,
@@ -141,7 +142,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
         with torch.no_grad():
             trainer.sae.b_dec.copy_(acts.mean(0) * scale)
     trained = trainer.fit().to("cpu")
-    seconds_train = time.time() - started - seconds_acts
+    seconds_train = time.time() - training_started
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
     scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS])
     trained.cfg.metadata["splare_quant_scale"] = scale
@@ -158,7 +159,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
                   "b_dec_init": cfg.b_dec_init, "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch,
                   "lr": cfg.lr,
                   "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
-                  "distinct_tokens": int(acts.shape[0]), "seconds_activations": round(seconds_acts, 1),
+                  "distinct_tokens": int(acts.shape[0]), "seconds_activations": None if seconds_acts is None else round(seconds_acts, 1),
                   "seconds_training": round(seconds_train, 1), "torch_threads": torch.get_num_threads(),
                   "device": device_name(cfg.device),
                   "fp16": not cfg.fp32, "quant_scale": scale, **stats}
@@ -190,6 +191,7 @@ def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
 def model_card(r: dict) -> str:
     jumprelu = r.get("architecture") == "jumprelu"
     kind, trainer = ("JumpReLU", "JumpReLUTrainingSAE") if jumprelu else ("TopK", "TopKTrainingSAE")
+    acts_time = "collected elsewhere" if r["seconds_activations"] is None else f"{r['seconds_activations']} s"
     sparsity = (f"L0 target {r['k']} per token (quadratic L0 loss)" if jumprelu else f"k = {r['k']} active per token")
     return f"""# {kind} SAE for {r['model']}, layer {r['layer']}
 
@@ -205,7 +207,7 @@ Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` an
   tokens per text: {r['distinct_tokens']:,} token states
 - training: {r['steps']} steps x {r['batch_size']} states ({r['training_tokens']:,} samples), lr {r['lr']}
   (cosine to lr/10), seed {r['seed']}
-- wall time on {r.get('device', 'cpu')} ({r['torch_threads']} CPU threads): activations {r['seconds_activations']} s,
+- wall time on {r.get('device', 'cpu')} ({r['torch_threads']} CPU threads): activations {acts_time},
   training {r['seconds_training']} s
 - quality on {STATS_TOKENS:,} training states: explained variance {r['explained_variance']},
   alive latents {r['alive_fraction_on_sample']}
