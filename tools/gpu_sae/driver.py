@@ -4,7 +4,6 @@ project's own train_sae (real sae-lens code, its heavy unused imports stubbed). 
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 

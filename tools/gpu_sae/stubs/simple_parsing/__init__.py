@@ -1,1 +1,1 @@
-from . import helpers  # noqa
+from . import helpers  # noqa: F401
