@@ -18,12 +18,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from ..config import check_fields, option, parse_config, require
@@ -32,12 +30,11 @@ from ..errors import ArtifactError, InputError, cli_main
 from ..io import atomic_dir
 from ..model.backbone import ADAPTED_FILE, LayerBackbone, TextBatcher, adds_leading_special
 from ..model.checkpoint import inject_lora, merge_adapters
-from .trainable import linear_targets, restore_trainable_state, trainable_state
+from .trainable import linear_targets, require_same_recipe, restore_trainable_state, run_steps, trainable_state
 from .trainer import warmup_then_linear_decay
 
 __all__ = ["AdaptConfig", "Adapter", "adapt", "mask_tokens", "mntp_loss"]
 log = logging.getLogger(__name__)
-RESUMABLE_ANYWHERE = ("device",)
 
 
 @dataclass(frozen=True)
@@ -202,9 +199,7 @@ class Adapter:
         if not path.is_file():
             return False
         state = torch.load(path, weights_only=False, map_location=self.cfg.device)
-        saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_ANYWHERE}
-        if saved != {k: v for k, v in asdict(self.cfg).items() if k not in RESUMABLE_ANYWHERE}:
-            raise InputError(f"{path}: saved by a run with other settings; use a new output folder")
+        require_same_recipe(path, state["config"], asdict(self.cfg))
         restore_trainable_state(self.model, self.optimizer, self.scheduler, state)
         self.step, self.log = state["step"], state["log"]
         self.generator.set_state(state["generator"])
@@ -213,17 +208,8 @@ class Adapter:
 
     def fit(self) -> Path:
         resumed = self.load_state()
-        started = time.time()
-        with tqdm(total=self.cfg.steps, initial=self.step, desc="adapt (MNTP)", unit="step",
-                  dynamic_ncols=True) as bar:
-            while self.step < self.cfg.steps:
-                record = self.train_step()
-                self.log.append(record)
-                bar.set_postfix(loss=record["loss"])
-                bar.update(1)
-                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
-                    self.save_state()
-        return self.export(time.time() - started, resumed)
+        seconds = run_steps(self, "adapt (MNTP)", lambda record: {"loss": record["loss"]})
+        return self.export(seconds, resumed)
 
     def export(self, seconds: float, resumed: bool) -> Path:
         """The merged model, its tokenizer, ``splare_adapted.json`` and a model card, written at once."""
@@ -272,9 +258,7 @@ def adapt(cfg: AdaptConfig) -> Path:
     if record.is_file():
         saved = json.loads(record.read_text(encoding="utf-8")).get("config", {})
         wanted = json.loads(json.dumps(asdict(cfg)))  # as the record holds it (tuples as lists)
-        if {k: v for k, v in saved.items() if k not in RESUMABLE_ANYWHERE} != {
-                k: v for k, v in wanted.items() if k not in RESUMABLE_ANYWHERE}:
-            raise InputError(f"{record}: {cfg.output} holds a model adapted with other settings; use a new output folder")
+        require_same_recipe(record, saved, wanted, f"{cfg.output} holds a model adapted with other settings")
         log.info("%s is already adapted", cfg.output)
         return Path(cfg.output)
     return Adapter(cfg).fit()

@@ -2,7 +2,13 @@
 adapters), and the SAE only when asked. Embeddings and everything after the layer stay frozen."""
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import torch
+from tqdm import tqdm
+
+from ..errors import InputError
 
 from ..model.checkpoint import inject_lora, merge_adapters
 from ..model.sparse import SparseLatentModel
@@ -73,3 +79,32 @@ def restore_trainable_state(model: torch.nn.Module, optimizer, scheduler, state:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"].cpu())
+
+
+RESUMABLE_ANYWHERE = ("device",)  # settings a saved state may be resumed under with another value
+
+
+def require_same_recipe(path, saved: dict, current: dict, what: str = "saved by a run with other settings") -> None:
+    """Refuse to resume (or reuse) ``path`` when its recorded settings differ from this run's, apart from
+    :data:`RESUMABLE_ANYWHERE`: a state trained under one recipe must not be continued under another."""
+    def recipe(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in RESUMABLE_ANYWHERE}
+
+    if recipe(saved) != recipe(current):
+        raise InputError(f"{path}: {what}; use a new output folder")
+
+
+def run_steps(loop, desc: str, postfix: Callable[[dict], dict]) -> float:
+    """Step ``loop`` (``step``, ``log``, ``cfg.steps``, ``cfg.save_every``, ``train_step()``, ``save_state()``)
+    to ``cfg.steps`` under a progress bar, saving its state every ``save_every`` steps and at the end, so that a
+    killed run resumes where it stopped; returns the seconds this run spent."""
+    started = time.time()
+    with tqdm(total=loop.cfg.steps, initial=loop.step, desc=desc, unit="step", dynamic_ncols=True) as bar:
+        while loop.step < loop.cfg.steps:
+            record = loop.train_step()
+            loop.log.append(record)
+            bar.set_postfix(postfix(record))
+            bar.update(1)
+            if loop.step % loop.cfg.save_every == 0 or loop.step == loop.cfg.steps:
+                loop.save_state()
+    return time.time() - started

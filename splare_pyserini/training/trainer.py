@@ -26,16 +26,14 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from ..config import check_fields, option, parse_config, require
-from ..errors import InputError, cli_main
+from ..errors import cli_main
 from ..io import atomic_dir
 from ..model.artifacts import BASE_MODEL, MPNET, content_hash
 from ..model.encoder import SaeSparseEncoder
@@ -48,15 +46,14 @@ from .negatives import SOURCES, BM25Negatives, FileNegatives, InMemoryNegatives,
 from .pairs import MODES, Pair
 from .sources import LoadedSource, SourceMixer, SourceSpec, load_source
 from .teacher import CachedTeacher
-from .trainable import (add_lora, freeze_all_but_blocks, lora_names, merge_lora, restore_trainable_state,
-                        trainable_state)
+from .trainable import (add_lora, freeze_all_but_blocks, lora_names, merge_lora, require_same_recipe,
+                        restore_trainable_state, run_steps, trainable_state)
 
 __all__ = ["TrainConfig", "Trainer", "train", "load_pairs", "warmup_then_linear_decay", "SpladeLoss",
            "InMemoryNegatives", "FileNegatives", "NoNegatives", "BM25Negatives", "NegativeSource"]
 log = logging.getLogger(__name__)
 
 
-RESUMABLE_ANYWHERE = ("device",)  # settings a saved state may be resumed under with another value
 
 
 @dataclass(frozen=True)
@@ -247,9 +244,7 @@ class Trainer:
         saved, defaults = state.get("config") or {}, asdict(TrainConfig(**{"output": self.cfg.output}))
         # a setting added after the state was saved matches when this run leaves it at its default;
         # the device is where a run computes, not what it trains
-        recipe = {k: v for k, v in {**defaults, **saved}.items() if k not in RESUMABLE_ANYWHERE}
-        if recipe != {k: v for k, v in asdict(self.cfg).items() if k not in RESUMABLE_ANYWHERE}:
-            raise InputError(f"{path}: saved by a run with other settings; use a new output folder")
+        require_same_recipe(path, {**defaults, **saved}, asdict(self.cfg))
         restore_trainable_state(self.encoder.model, self.optimizer, self.scheduler, state)
         self.step, self.log = state["step"], state["log"]
         self.sampler.load_state_dict(state["sampler"])
@@ -259,16 +254,8 @@ class Trainer:
     # --- run ------------------------------------------------------------------------------
     def fit(self) -> Path:
         resumed = self.load_state()
-        started = time.time()
-        with tqdm(total=self.cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True) as bar:
-            while self.step < self.cfg.steps:
-                record = self.train_step()
-                self.log.append(record)
-                bar.set_postfix({k: v for k, v in record.items() if k != "step"})
-                bar.update(1)
-                if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
-                    self.save_state()
-        return self.export(time.time() - started, resumed)
+        seconds = run_steps(self, "train", lambda record: {k: v for k, v in record.items() if k != "step"})
+        return self.export(seconds, resumed)
 
     def calibration_texts(self) -> list[str]:
         """Documents of every source, interleaved in a fixed order, for the exported quantization scale."""
