@@ -161,7 +161,8 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
                   "b_dec_init": cfg.b_dec_init, "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch,
                   "lr": cfg.lr,
                   "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
-                  "distinct_tokens": int(acts.shape[0]), "seconds_activations": None if seconds_acts is None else round(seconds_acts, 1),
+                  "distinct_tokens": int(acts.shape[0]),
+                  "seconds_activations": None if seconds_acts is None else round(seconds_acts, 1),
                   "seconds_training": round(seconds_train, 1), "torch_threads": torch.get_num_threads(),
                   "device": device_name(cfg.device),
                   "fp16": not cfg.fp32, "quant_scale": scale, **stats}

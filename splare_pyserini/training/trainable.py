@@ -1,5 +1,6 @@
 """Which parameters train: the transformer blocks up to the layer (fully, or through LoRA
-adapters), and the SAE only when asked. Embeddings and everything after the layer stay frozen."""
+adapters), and the SAE only when asked. Embeddings and everything after the layer stay frozen. Also what
+``train`` and ``adapt`` share to stay resumable: the saved trainable state, the recipe check, the step loop."""
 from __future__ import annotations
 
 import time
@@ -9,7 +10,6 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputError
-
 from ..model.checkpoint import inject_lora, merge_adapters
 from ..model.sparse import SparseLatentModel
 
