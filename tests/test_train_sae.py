@@ -85,6 +85,7 @@ def test_defaults_are_the_shipped_sae_recipe():
 @pytest.mark.parametrize("argv,message", [
     (["--k", "64", "--d-sae", "32"], "k: 64 is more than d_sae 32"),
     (["--calibrate-only"], "is not an SAE folder (no cfg.json) to calibrate"),
+    (["--device", "cdua"], "device: 'cdua' is not a torch device (e.g. cpu, cuda, cuda:1, mps)"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, capsys, argv, message):
     from splare_pyserini.train_sae import cli

@@ -201,7 +201,10 @@ class TextBatcher:
         self.prepend = prepend
 
     @classmethod
-    def for_backbone(cls, tokenizer, backbone: "LayerBackbone", device: str = "cpu") -> "TextBatcher":
+    def for_backbone(cls, tokenizer, backbone: "LayerBackbone", device: str | None = None) -> "TextBatcher":
+        """Batches for ``backbone``, on ``device`` or else wherever the backbone's weights are."""
+        if device is None:
+            device = str(next(backbone.parameters()).device)
         return cls(tokenizer, device, getattr(backbone, "prepend_id", None))
 
     def tokenize(self, texts: Sequence[str], max_length: int, offsets: bool = False) -> dict[str, torch.Tensor]:

@@ -92,8 +92,8 @@ def collect_source_activations(tokenizer, backbone, sources: Sequence[str], max_
     parts = []
     for source in sources:
         log.info("activations of %s", source)
-        batcher = TextBatcher.for_backbone(tokenizer, backbone, device=str(next(backbone.parameters()).device))
-        parts.append(collect_activations(batcher, backbone, training_texts(source), max_length, max_tokens=share))
+        parts.append(collect_activations(TextBatcher.for_backbone(tokenizer, backbone), backbone, training_texts(source),
+                                         max_length, max_tokens=share))
     return torch.cat(parts)
 
 

@@ -51,7 +51,8 @@ for name, sources, d_sae, steps in RUNS:
     rec = json.loads((KEEP / name / "training.json").read_text())
     log(f"{name}: {time.time() - s:.0f} s, EV {rec['explained_variance']}, alive {rec['alive_fraction_on_sample']}, "
         f"states {rec['distinct_tokens']}, device {rec.get('device')}")
-    torch.cuda.empty_cache() if DEV.startswith("cuda") else None
+    if DEV.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 names = [n for n in RETURN if (KEEP / n / "training.json").is_file()]
 if names:
