@@ -71,6 +71,8 @@ class GeneralizeConfig:
     sae_steps: int = option(300, "training steps of each leave-one-out SAE (without --sae)")
     layer: int | None = option(None, "layer of both models (default: the SAE's recorded layer; without --sae, "
                                      f"{DEFAULT_LAYER}, the shipped SAE's, for the SAEs trained here and the twin)")
+    token_k: int | None = option(None, "latents the SAE keeps per token in the leave-one-out SPLARE models, at "
+                                       "most its own k (default: its own)")
     negatives: str = option("bm25", "hard negatives of the training sources", choices=NEGATIVES)
     temperature: float = option(1.0, "InfoNCE temperature of the SPLARE models (their dot products are divided by it)")
     vocab_temperature: float = option(5.0, "InfoNCE temperature of the twin (its scores spread wider than the SAE's)")
@@ -91,6 +93,7 @@ class GeneralizeConfig:
         require(min(self.sae_width, self.sae_k, self.sae_steps) >= 1 and self.sae_k <= self.sae_width,
                 "sae_width, sae_k, sae_steps: must be >= 1, and sae_k <= sae_width")
         require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
+        require(self.token_k is None or self.token_k >= 1, f"token_k: must be >= 1, got {self.token_k}")
         require(self.temperature > 0 and self.vocab_temperature > 0, "temperature and vocab_temperature: must be > 0")
 
 
@@ -156,6 +159,8 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
                   sae=projection, layer=layer, steps=cfg.steps, batch_size=cfg.train_batch_size,
                   negatives=cfg.negatives, temperature=cfg.vocab_temperature if twin else cfg.temperature,
                   distill=cfg.distill, teacher=cfg.teacher, seed=cfg.seed)
+    if cfg.token_k and not twin:
+        fields["token_k"] = cfg.token_k  # only when asked: the recipe tags of earlier models stay as they were
     name = f"{'vocab' if twin else 'splare'}-without-{held_out}-{recipe_tag(fields)}"
     train_cfg = TrainConfig(output=str(Path(cfg.output) / "models" / name),
                             teacher_cache=str(Path(cfg.output) / "teacher"), **fields)

@@ -55,7 +55,7 @@ def test_trained_pruning_round_trips_and_is_the_encoding_default(tmp_path, tiny_
     assert plain.settings.topk is None  # nothing trained to override: "all" is recorded as no top-k
 
 
-@pytest.mark.parametrize("field, value", [("topk", 0), ("query_topk", "40"), ("topk", True)])
+@pytest.mark.parametrize("field, value", [("topk", 0), ("query_topk", "40"), ("topk", True), ("token_k", -2)])
 def test_a_bad_recorded_pruning_is_refused(tmp_path, tiny_model, tiny_encoder, field, value):
     import json
 

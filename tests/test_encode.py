@@ -10,7 +10,7 @@ from splare_pyserini.encode import encode_corpus, encode_queries, main as encode
 from splare_pyserini.model.encoder import SaeSparseEncoder
 from splare_pyserini.model.quantize import pretokenize
 from splare_pyserini.model.settings import EncoderSettings
-from splare_pyserini.errors import ArtifactError
+from splare_pyserini.errors import ArtifactError, InputError
 
 DOCS = [{"_id": f"d{i}", "title": f"Title {i}", "text": "protein folding " * (i % 7 + 1) + f"doc {i}"}
         for i in range(23)]
@@ -194,6 +194,30 @@ def test_pooling_is_max_over_real_tokens_of_log1p_relu(tiny_encoder):
         total = sum_model(**batch)[0]
         real = hidden[0, 1:len(tiny_encoder.tokenizer(texts[0])["input_ids"]) - 1]
         torch.testing.assert_close(total, torch.log1p(torch.relu(model.projection.encode(real))).sum(dim=0))
+
+
+def test_token_k_keeps_each_tokens_largest_latents_by_hand(tiny_model, tiny_sae):
+    """``token_k``: each real token keeps its token_k largest pre-activations of the TopK SAE (not its k),
+    then relu, max over the text's tokens, log1p."""
+    from splare_pyserini.model.projection import topk_plan
+
+    texts = ["protein folding in yeast", "a second, somewhat longer text about heat shock chaperones"]
+    encoder = SaeSparseEncoder(str(tiny_model), sae=str(tiny_sae), max_length=64, token_k=2)
+    plan = topk_plan(encoder.model.projection)
+    assert plan.k > 2 and encoder.settings.token_k == 2
+    batch = encoder.tokenize(texts)
+    with torch.no_grad():
+        hidden = encoder.model.backbone(batch["input_ids"], batch["attention_mask"])
+        got = encoder.model(**batch)
+    for row in range(len(texts)):
+        real = hidden[row][batch["token_mask"][row].bool()]
+        pre = plan.prepare(real) @ plan.weight + plan.bias
+        kept = torch.zeros_like(pre).scatter(1, pre.topk(2, dim=1).indices, pre.topk(2, dim=1).values)
+        torch.testing.assert_close(got[row], torch.log1p(torch.relu(kept).amax(dim=0)))
+    own = SaeSparseEncoder(str(tiny_model), sae=str(tiny_sae), max_length=64, token_k=plan.k)
+    assert own.settings.token_k is None  # the SAE's own k is recorded as no override
+    with pytest.raises(InputError, match=f"token_k: {plan.k + 1} needs a TopK projection with k >= {plan.k + 1}"):
+        SaeSparseEncoder(str(tiny_model), sae=str(tiny_sae), token_k=plan.k + 1)
 
 
 def test_corrupt_model_weights_are_reported(tmp_path, tiny_model, tiny_sae):

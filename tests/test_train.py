@@ -156,6 +156,17 @@ def test_training_with_pruning_sees_the_cut_and_records_it(tmp_path, tiny_beir, 
     assert max(len(v) for v in encoder.encode_documents(["protein folding in yeast cells and their chaperones"])) == 6
 
 
+def test_training_with_fewer_latents_per_token_records_them(tmp_path, tiny_beir, tiny_model, tiny_sae):
+    trainer = Trainer(config(tmp_path, tiny_beir, tiny_model, tiny_sae, token_k=2, steps=2))
+    assert trainer.encoder.model.token_k == 2  # the loss sees what encoding will write
+    ckpt = trainer.fit()
+    assert read_checkpoint(str(ckpt)).token_k == 2
+    encoder = SaeSparseEncoder(str(ckpt))
+    assert encoder.settings.token_k == 2 and encoder.info()["token_k"] == 2
+    batch = encoder.tokenize(["protein folding in yeast cells"])
+    assert 0 < int((encoder.model(**batch) > 0).sum()) <= 2 * int(batch["token_mask"].sum())
+
+
 def test_vocab_projection_keeps_k_terms_per_token():
     from splare_pyserini.model.projection import VocabProjection
 

@@ -48,6 +48,7 @@ class Checkpoint:
     lora: dict | None = None  # {"rank", "alpha", "target_modules"}: the weights file holds a LoRA adapter
     topk: int | None = None  # latents kept per document in training: the encoder's default pruning
     query_topk: int | None = None  # latents kept per query in training
+    token_k: int | None = None  # latents the TopK SAE kept per token in training (None: its own k)
 
     @property
     def projection_spec(self) -> str:
@@ -69,7 +70,7 @@ class Checkpoint:
             info["attention"] = self.attention
         if self.lora:
             info["lora"] = self.lora
-        for name in ("topk", "query_topk"):
+        for name in ("topk", "query_topk", "token_k"):
             if getattr(self, name):
                 info[name] = getattr(self, name)
         return {**self.provenance, **info}
@@ -91,7 +92,8 @@ def read_checkpoint(model: str) -> Checkpoint | None:
                           int(info.get("vocab_k", DEFAULT_VOCAB_K)), info.get("sae"),
                           {k: v for k, v in info.items() if k not in Checkpoint.__dataclass_fields__},
                           attention=info.get("attention"), lora=info.get("lora"),
-                          topk=info.get("topk"), query_topk=info.get("query_topk"))
+                          topk=info.get("topk"), query_topk=info.get("query_topk"),
+                          token_k=info.get("token_k"))
         if ckpt.projection not in PROJECTIONS:
             raise ValueError(f"projection {ckpt.projection!r} is not one of {PROJECTIONS}")
         if ckpt.pooling not in POOLINGS:
@@ -100,7 +102,7 @@ def read_checkpoint(model: str) -> Checkpoint | None:
             raise ValueError(f"attention {ckpt.attention!r} is not one of {ATTENTIONS}")
         if ckpt.lora is not None and (not isinstance(ckpt.lora, dict) or set(LORA_KEYS) - set(ckpt.lora)):
             raise ValueError(f"lora must hold {', '.join(LORA_KEYS)}, got {ckpt.lora!r}")
-        for name in ("topk", "query_topk"):
+        for name in ("topk", "query_topk", "token_k"):
             value = getattr(ckpt, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -17,7 +17,7 @@ from ..errors import ArtifactError
 from .artifacts import content_hash
 from .backbone import TextBatcher, length_sorted_batches, load_backbone
 from .checkpoint import Checkpoint, apply_checkpoint, read_checkpoint
-from .projection import (DEFAULT_VOCAB_K, VocabProjection, check_model_config, check_same_model, load_sae,
+from .projection import (DEFAULT_VOCAB_K, VocabProjection, check_model_config, check_same_model, load_sae, topk_plan,
                          mlm_head, model_config, recorded_layer, recorded_model)
 from .quantize import DEFAULT_QUANT_SCALE, quantize
 from .settings import DEFAULT_SAE, MLM, VOCAB, VOCABULARY_PROJECTIONS, EncoderSettings
@@ -95,9 +95,13 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     # one, "all" is recorded as None either way, so equal settings are recorded alike
     topk = resolve_topk(settings.topk, ckpt.topk if ckpt else None)
     query_topk = resolve_topk(settings.query_topk, ckpt.query_topk if ckpt else None)
+    token_k = settings.token_k or (ckpt.token_k if ckpt else None)
+    plan = topk_plan(projection)
+    if plan is not None and token_k == plan.k:
+        token_k = None  # the SAE's own k: recorded alike whether asked for or not
     resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling, saturation=saturation,
-                                attention=backbone.attention, topk=topk, query_topk=query_topk)
-    model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype), saturation)
+                                attention=backbone.attention, topk=topk, query_topk=query_topk, token_k=token_k)
+    model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype), saturation, token_k)
     return LoadedModel(tokenizer, model, resolved, recorded, ckpt)
 
 

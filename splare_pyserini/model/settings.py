@@ -31,7 +31,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 SAE_DTYPES = ("float32", "bfloat16")
 # What must agree between the query vectors and the indexed documents (model and SAE by content).
 COMPATIBILITY_KEYS = ("model_hash", "sae_hash", "sae_id", "layer", "pooling", "saturation", "quant_scale", "prefix",
-                      "d_sae", "attention")
+                      "d_sae", "attention", "token_k")
 
 
 def settings_diff(a: dict, b: dict) -> list[str]:
@@ -57,6 +57,9 @@ class EncoderSettings:
     attention: str | None = option(None, "a decoder's attention in the blocks up to the layer: causal, or "
                                          "bidirectional (full attention over real tokens; default: a checkpoint's "
                                          "or SAE's recorded one, else the model's own)", choices=ATTENTIONS)
+    token_k: int | None = option(None, "latents a TopK SAE keeps per token, at most its own k (default: the k a "
+                                       "checkpoint was trained with, else the SAE's own); fewer, broad latents "
+                                       "per text, so fewer postings per query")
     quant_scale: float | None = option(None, "impact = round(weight * scale) (default: the checkpoint's or "
                                              "SAE's recorded scale, else 100)")
     prefix: str = option("L", "pseudo-term prefix")
@@ -78,6 +81,7 @@ class EncoderSettings:
         for name in ("topk", "query_topk"):
             value = getattr(self, name)
             require(value is None or value >= 0, f"{name}: must be >= 0 (0: keep all), got {value}")
+        require(self.token_k is None or self.token_k >= 1, f"token_k: must be >= 1, got {self.token_k}")
         require(self.quant_scale is None or self.quant_scale > 0, f"quant_scale: must be > 0, got {self.quant_scale}")
         require(bool(self.prefix) and not any(c.isspace() for c in self.prefix),
                 f"prefix: must be non-empty without whitespace, got {self.prefix!r}")

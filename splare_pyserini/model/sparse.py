@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dataclasses import replace
+
 from ..config import require
 from .projection import TopKPlan, topk_plan
 from .settings import POOLINGS, SATURATIONS
@@ -19,8 +21,13 @@ TOPK_CHUNK = 1024  # tokens per matmul on the sparse TopK path
 
 class SparseLatentModel(nn.Module):
     def __init__(self, backbone: nn.Module, projection: nn.Module, pooling: str = "max",
-                 sae_dtype: torch.dtype = torch.float32, saturation: str = "log1p"):
+                 sae_dtype: torch.dtype = torch.float32, saturation: str = "log1p", token_k: int | None = None):
         super().__init__()
+        plan = topk_plan(projection)
+        require(token_k is None or (plan is not None and 1 <= token_k <= plan.k),
+                f"token_k: {token_k} needs a TopK projection with k >= {token_k}"
+                + (f" (this one keeps {plan.k} per token)" if plan is not None else " (this one is not TopK)"))
+        self.token_k = token_k  # latents kept per token: the TopK projection's own k unless fewer are asked
         require(pooling in POOLINGS, f"pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
         require(saturation in SATURATIONS, f"saturation: {saturation!r} is not one of {', '.join(SATURATIONS)}")
         self.saturation = saturation
@@ -50,7 +57,7 @@ class SparseLatentModel(nn.Module):
         TopK path where the projection has one, sae-lens's own ``encode`` otherwise."""
         plan = topk_plan(self.projection)
         if plan is not None:
-            return self.pool_topk(plan, tokens, lengths)
+            return self.pool_topk(replace(plan, k=self.token_k) if self.token_k else plan, tokens, lengths)
         return self.pool_dense(tokens, lengths)
 
     def pool_dense(self, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:

@@ -75,7 +75,8 @@ def export_checkpoint(folder: str | Path, encoder: SaeSparseEncoder, names: list
                             calibrate_quant_scale(model.projection, acts, saturation=model.saturation), settings.pooling,
                             getattr(model.projection, "k", DEFAULT_VOCAB_K) if projection == VOCAB else DEFAULT_VOCAB_K,
                             reference, attention=attention, provenance=dict(provenance or {}), lora=lora,
-                            topk=settings.topk or None, query_topk=settings.query_topk or None)
+                            topk=settings.topk or None, query_topk=settings.query_topk or None,
+                            token_k=settings.token_k)
     sae = None
     if projection == "sae" and reference is None:
         dtype = (torch.float16 if fp16 else torch.float32) if sae_trained else stored_dtype(settings.sae)

@@ -90,6 +90,8 @@ class TrainConfig:
                                     "to put its mass in them); recorded in the checkpoint as its encoding default")
     query_topk: int | None = option(None, "latents kept per query inside the training forward pass; recorded "
                                           "like --topk")
+    token_k: int | None = option(None, "latents the frozen TopK SAE keeps per token, at most its own k (default: "
+                                       "its own); trained with and recorded like --topk")
     query_max_length: int = option(64, "query tokens kept in training")
     doc_max_length: int = option(192, "document tokens kept in training")
     negatives: str = option("bm25", "hard negatives: bm25, none (random documents), or a JSONL file of "
@@ -116,7 +118,7 @@ class TrainConfig:
         check_fields(self)
         for name in ("steps", "batch_size", "query_max_length", "doc_max_length", "negatives_depth", "save_every"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("topk", "query_topk"):
+        for name in ("topk", "query_topk", "token_k"):
             require(getattr(self, name) is None or getattr(self, name) >= 1,
                     f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "flops_warmup", "lora_rank", "weight_decay", "lambda_d", "lambda_q",
@@ -144,7 +146,7 @@ class TrainConfig:
 
     def encoder_settings(self) -> EncoderSettings:
         return EncoderSettings(model=self.model, sae=self.sae, layer=self.layer, pooling=self.pooling,
-                               attention=self.attention, topk=self.topk, query_topk=self.query_topk,
+                               attention=self.attention, topk=self.topk, query_topk=self.query_topk, token_k=self.token_k,
                                max_length=self.doc_max_length, query_max_length=self.query_max_length)
 
 
