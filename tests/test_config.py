@@ -229,3 +229,5 @@ def test_settings_diff_names_the_keys_both_sides_record_differently():
     assert settings_diff(docs, {**docs, "pooling": "sum", "layer": 4}) == ["layer", "pooling"]
     older = {k: v for k, v in docs.items() if k != "attention"}  # written before attention was recorded
     assert settings_diff(older, {**docs, "attention": "causal"}) == []
+    # documents with fewer latents per token than the queries (token_k) are another vocabulary's use
+    assert settings_diff({**docs, "token_k": 16}, {**docs, "token_k": None}) == ["token_k"]
