@@ -165,6 +165,9 @@ def test_training_with_fewer_latents_per_token_records_them(tmp_path, tiny_beir,
     assert encoder.settings.token_k == 2 and encoder.info()["token_k"] == 2
     batch = encoder.tokenize(["protein folding in yeast cells"])
     assert 0 < int((encoder.model(**batch) > 0).sum()) <= 2 * int(batch["token_mask"].sum())
+    full = SaeSparseEncoder(str(ckpt), token_k=encoder.model.projection.cfg.k)  # the SAE's own k overrides K
+    assert full.settings.token_k == full.model.projection.cfg.k
+    assert SaeSparseEncoder(full.settings).settings.token_k == full.settings.token_k  # and loads back as itself
 
 
 def test_vocab_projection_keeps_k_terms_per_token():

@@ -97,8 +97,8 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     query_topk = resolve_topk(settings.query_topk, ckpt.query_topk if ckpt else None)
     token_k = settings.token_k or (ckpt.token_k if ckpt else None)
     plan = topk_plan(projection)
-    if plan is not None and token_k == plan.k:
-        token_k = None  # the SAE's own k: recorded alike whether asked for or not
+    if plan is not None and token_k == plan.k and not (ckpt and ckpt.token_k):
+        token_k = None  # the SAE's own k: recorded alike whether asked for or not (unless it overrides a trained K)
     resolved = settings.replace(sae=spec, layer=layer, quant_scale=scale, pooling=pooling, saturation=saturation,
                                 attention=backbone.attention, topk=topk, query_topk=query_topk, token_k=token_k)
     model = SparseLatentModel(backbone, projection, pooling, getattr(torch, settings.sae_dtype), saturation, token_k)

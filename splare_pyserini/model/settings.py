@@ -58,8 +58,8 @@ class EncoderSettings:
                                          "bidirectional (full attention over real tokens; default: a checkpoint's "
                                          "or SAE's recorded one, else the model's own)", choices=ATTENTIONS)
     token_k: int | None = option(None, "latents a TopK SAE keeps per token, at most its own k (default: the k a "
-                                       "checkpoint was trained with, else the SAE's own); fewer, broad latents "
-                                       "per text, so fewer postings per query")
+                                       "checkpoint was trained with, else the SAE's own); fewer and less common "
+                                       "latents per text, so fewer postings per query")
     quant_scale: float | None = option(None, "impact = round(weight * scale) (default: the checkpoint's or "
                                              "SAE's recorded scale, else 100)")
     prefix: str = option("L", "pseudo-term prefix")

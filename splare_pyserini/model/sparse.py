@@ -6,10 +6,10 @@ w = max_t log(1 + relu(z_t)) (SPLADE pooling; ``sum`` sums log(1 + relu(z_t))); 
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
-
-from dataclasses import replace
 
 from ..config import require
 from .projection import TopKPlan, topk_plan
