@@ -73,6 +73,8 @@ class GeneralizeConfig:
                                      f"{DEFAULT_LAYER}, the shipped SAE's, for the SAEs trained here and the twin)")
     token_k: int | None = option(None, "latents the SAE keeps per token in the leave-one-out SPLARE models, at "
                                        "most its own k (default: its own)")
+    recon_weight: float = option(0.0, "weight of the frozen SAE's reconstruction error in the leave-one-out SPLARE "
+                                      "models' loss (train --recon-weight; 0: off)")
     negatives: str = option("bm25", "hard negatives of the training sources", choices=NEGATIVES)
     temperature: float = option(1.0, "InfoNCE temperature of the SPLARE models (their dot products are divided by it)")
     vocab_temperature: float = option(5.0, "InfoNCE temperature of the twin (its scores spread wider than the SAE's)")
@@ -94,6 +96,7 @@ class GeneralizeConfig:
                 "sae_width, sae_k, sae_steps: must be >= 1, and sae_k <= sae_width")
         require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
         require(self.token_k is None or self.token_k >= 1, f"token_k: must be >= 1, got {self.token_k}")
+        require(self.recon_weight >= 0, f"recon_weight: must be >= 0, got {self.recon_weight}")
         require(self.temperature > 0 and self.vocab_temperature > 0, "temperature and vocab_temperature: must be > 0")
 
 
@@ -161,6 +164,8 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
                   distill=cfg.distill, teacher=cfg.teacher, seed=cfg.seed)
     if cfg.token_k and not twin:
         fields["token_k"] = cfg.token_k  # only when asked: the recipe tags of earlier models stay as they were
+    if cfg.recon_weight and not twin:
+        fields["recon_weight"] = cfg.recon_weight
     name = f"{'vocab' if twin else 'splare'}-without-{held_out}-{recipe_tag(fields)}"
     train_cfg = TrainConfig(output=str(Path(cfg.output) / "models" / name),
                             teacher_cache=str(Path(cfg.output) / "teacher"), **fields)

@@ -137,6 +137,19 @@ def test_retrained_weights_invalidate_the_cached_row(tmp_path):
     assert bench.cache_key(splare, bench.BenchConfig().resolved(), 10, 2)["weights"]  # the shipped default too
 
 
+def test_token_k_reaches_the_splare_encoders_and_keys_their_rows_only_when_asked():
+    cfg = parse_config(bench.BenchConfig, ["--token-k", "16", "--systems", "splare", "splare-pruned"], "bench")
+    asked, unset = cfg.resolved(), replace(cfg, token_k=None).resolved()
+    assert systems.splare_settings(asked, None, None).token_k == 16
+    assert systems.splare_settings(unset, None, None).token_k is None  # a checkpoint's trained value stands
+    for name in ("splare", "splare-pruned"):
+        assert bench.cache_key(systems.REGISTRY[name], asked, 10, 2)["config"]["token_k"] == 16
+        assert "token_k" not in bench.cache_key(systems.REGISTRY[name], unset, 10, 2)["config"]  # old rows keep keys
+    assert "token_k" not in bench.cache_key(systems.REGISTRY["vocab"], asked, 10, 2)["config"]
+    with pytest.raises(InputError, match="^token_k: must be >= 1, got 0$"):
+        parse_config(bench.BenchConfig, ["--token-k", "0"], "bench")
+
+
 def test_a_system_folder_is_emptied_when_its_key_changes(tmp_path):
     """Vectors of other settings would be refused by the encoder; the same key resumes a killed run."""
     folder = tmp_path / "splare"

@@ -6,6 +6,7 @@ import pytest
 
 from helpers import TOPICS, build_tiny_beir
 from splare_pyserini.errors import InputError
+from splare_pyserini import generalize
 from splare_pyserini.generalize import GeneralizeConfig, loo_sae, loo_sources, run_generalize, what_it_saw
 
 COMPUTING = ["compiler design", "operating systems", "database indexes", "network protocols", "garbage collection",
@@ -118,6 +119,21 @@ def test_every_row_is_scored_on_the_split_it_is_filed_under(tmp_path, monkeypatc
     for system in generalize.SYSTEMS:
         generalize.score_system(system, cfg, "nfcorpus", None, tmp_path / system)
     assert splits == {system: "dev" for system in generalize.SYSTEMS}
+
+
+def test_the_sae_fit_term_reaches_the_leave_one_out_splare_model_only(tmp_path, tiny_sae, monkeypatch):
+    calls = {}
+    monkeypatch.setattr(generalize, "run_child", lambda module, argv, what: calls.__setitem__(what.name, argv))
+    cfg = GeneralizeConfig(output=str(tmp_path), sae=str(tiny_sae), distill=None, recon_weight=0.5)
+    fitted = generalize.train_loo(cfg, "nfcorpus", str(tiny_sae)).parent.name
+    twin = generalize.train_loo(cfg, "nfcorpus", generalize.VOCAB).parent.name
+    plain = generalize.train_loo(GeneralizeConfig(output=str(tmp_path), sae=str(tiny_sae), distill=None), "nfcorpus",
+                                 str(tiny_sae)).parent.name
+    def weight(name):
+        return calls[name][calls[name].index("--recon-weight") + 1]
+
+    assert (weight(fitted), weight(twin), weight(plain)) == ("0.5", "0.0", "0.0")
+    assert len({fitted, twin, plain}) == 3  # another recipe, another model folder
 
 
 def test_leave_one_out_settings_are_checked_before_any_work():

@@ -233,12 +233,36 @@ def test_in_memory_negatives_are_the_hard_negatives(tmp_path, tiny_beir, tiny_mo
     assert set(batch.documents[4:]) <= allowed
 
 
+def test_the_sae_fit_term_is_the_saes_unexplained_variance_added_to_the_loss(tmp_path, tiny_beir, tiny_model,
+                                                                              tiny_sae):
+    from splare_pyserini.training.sae import reconstruction_stats
+
+    trainer = Trainer(config(tmp_path / "r", tiny_beir, tiny_model, tiny_sae, recon_weight=2.0, steps=2))
+    model = trainer.encoder.model
+    assert model.recon_tokens == 1024
+    batch = trainer.encoder.tokenize(["protein folding in yeast cells", "sleep and memory in older adults"])
+    with torch.no_grad():
+        states = model.backbone(batch["input_ids"], batch["attention_mask"])[batch["token_mask"].bool()]
+        ev = reconstruction_stats(model.projection, states)["explained_variance"]  # what training.json reports
+        assert abs(float(model.sae_fvu(states)) - (1 - ev)) < 1e-4
+    ckpt = trainer.fit()
+    with_term = [json.loads(line) for line in (ckpt / "training_log.jsonl").read_text().splitlines()]
+    without = [json.loads(line) for line in (train(config(tmp_path / "n", tiny_beir, tiny_model, tiny_sae, steps=2))
+                                             / "training_log.jsonl").read_text().splitlines()]
+    assert all(row["fvu"] > 0 for row in with_term) and all("fvu" not in row for row in without)
+    # the first step sees the same batch and weights: the losses differ by exactly weight x the term
+    assert abs(with_term[0]["loss"] - without[0]["loss"] - 2.0 * with_term[0]["fvu"]) < 5e-4
+    assert json.loads((ckpt / "splare.json").read_text())["training"]["recon_weight"] == 2.0
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--distill", "mse"], "distill: 'mse' is not one of kl, margin-mse"),
     (["--mode", "few-shot"], "mode: 'few-shot' is not one of in-domain, zero-shot"),
     (["--negatives", "missing.jsonl"], "negatives: 'missing.jsonl' is not one of bm25, none nor a JSONL file"),
     (["--steps", "0"], "steps: must be >= 1, got 0"),
     (["--sae", "vocab", "--train-sae"], "train_sae: the vocabulary twin has no SAE to train"),
+    (["--sae", "vocab", "--recon-weight", "1"], "recon_weight: the vocabulary twin has no SAE to reconstruct with"),
+    (["--recon-weight", "-1"], "recon_weight: must be >= 0, got -1.0"),
 ])
 def test_bad_settings_are_one_line_errors_before_any_model_loads(tmp_path, monkeypatch, capsys, argv, message):
     from splare_pyserini.model import backbone, encoder

@@ -53,6 +53,8 @@ class BenchConfig:
     vocab_layer: int | None = option(None, "layer of the untrained twin (default: the shipped SPLARE model's)")
     topk: int | None = option(None, "keep the k largest terms per document (splare, vocab)")
     query_topk: int | None = option(None, "keep the k largest terms per query (splare, vocab)")
+    token_k: int | None = option(None, "latents the SAE keeps per token (splare, splare-pruned; default: the "
+                                       "model's own, a checkpoint's trained value)")
     pruned_topk: int = option(256, "splare-pruned: latents kept per document")
     pruned_query_topk: int = option(64, "splare-pruned: latents kept per query")
     max_length: int = option(EncoderSettings.max_length, "document tokens kept (every encoder)")
@@ -73,7 +75,7 @@ class BenchConfig:
         require(not unknown, f"systems: unknown {unknown}; choose from {list(SYSTEM_NAMES)}")
         require(bool(self.systems), f"systems: choose at least one of {list(SYSTEM_NAMES)}")
         check_fields(self)
-        for name in ("vocab_layer", "topk", "query_topk", "pruned_topk", "pruned_query_topk", "max_length",
+        for name in ("vocab_layer", "topk", "query_topk", "token_k", "pruned_topk", "pruned_query_topk", "max_length",
                      "query_max_length", "cost_docs", "cost_repeats", "latency_queries"):
             value = getattr(self, name)
             require(value is None or value >= 1, f"{name}: must be >= 1, got {value}")
@@ -95,7 +97,9 @@ class BenchConfig:
 def cache_key(system: System, cfg: BenchConfig, n_docs: int, n_queries: int) -> dict:
     """What one system's row depends on: its config fields, the set's size and its model's content
     (a default retrained in place is measured again)."""
-    config = {name: getattr(cfg, name) for name in system.key_fields}
+    # token_k only when asked: rows cached before the field existed keep their keys
+    config = {name: getattr(cfg, name) for name in system.key_fields
+              if not (name == "token_k" and cfg.token_k is None)}
     key = {"system": system.name, "config": config, "docs": n_docs, "queries": n_queries,
            "weights": content_hash(system.weights(cfg))}
     return json.loads(json.dumps(key, default=asdict))  # as saved: tuples are lists, configs dicts

@@ -45,6 +45,8 @@ class PruneConfig:
     sae: str | None = option(None, "SAE of a plain --model (default: a checkpoint's own)")
     topk: tuple[int, ...] = option((ALL, 128, 192, 256, 400), "latents kept per document (0: all)")
     query_topk: tuple[int, ...] = option((ALL, 16, 32, 64), "latents kept per query (0: all)")
+    token_k: int | None = option(None, "latents the SAE keeps per token (default: the model's own, a "
+                                       "checkpoint's trained value)")
     max_queries: int | None = option(None, "run only the first N queries of the split (by id order), e.g. a "
                                            "slice of a large train split")
     tolerance: float = option(0.005, "largest nDCG@10 loss against the unpruned model a chosen pair may have")
@@ -57,6 +59,7 @@ class PruneConfig:
             values = getattr(self, name)
             require(bool(values) and all(k >= 0 for k in values), f"{name}: one or more k >= 0 (0: all)")
         require(self.max_queries is None or self.max_queries >= 1, "max_queries: must be >= 1")
+        require(self.token_k is None or self.token_k >= 1, f"token_k: must be >= 1, got {self.token_k}")
         require(self.tolerance >= 0, "tolerance: must be >= 0")
 
 
@@ -108,7 +111,8 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
     if cfg.max_queries:
         keep = sorted(data.queries, key=lambda q: q.id)[:cfg.max_queries]
         data = replace(data, queries=keep, qrels={q.id: data.qrels[q.id] for q in keep if q.id in data.qrels})
-    encoder = SaeSparseEncoder(EncoderSettings(model=cfg.model, sae=cfg.sae, topk=ALL, query_topk=ALL))
+    encoder = SaeSparseEncoder(EncoderSettings(model=cfg.model, sae=cfg.sae, topk=ALL, query_topk=ALL,
+                                               token_k=cfg.token_k))
     vectors = output / "vectors"
     encode_corpus(data.corpus, vectors, encoder, cfg.run.batch_size, chunk_size=cfg.run.chunk_size, source=data.name)
     encode_queries(data.queries, vectors, encoder, source=f"{data.name}:{cfg.split}")

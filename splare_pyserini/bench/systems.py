@@ -127,7 +127,8 @@ def batch_throughput(searcher, topics, cfg: "BenchConfig") -> dict[str, float]:
 
 def splare_settings(cfg: "BenchConfig", topk: int | None, query_topk: int | None) -> EncoderSettings:
     return EncoderSettings(model=cfg.splare_model or DEFAULT_MODEL, max_length=cfg.max_length,
-                           query_max_length=cfg.query_max_length, topk=topk, query_topk=query_topk)
+                           query_max_length=cfg.query_max_length, topk=topk, query_topk=query_topk,
+                           token_k=cfg.token_k)
 
 
 def vocab_settings(cfg: "BenchConfig") -> EncoderSettings:
@@ -195,10 +196,10 @@ def _splare_model(cfg: "BenchConfig") -> str:
 
 register(System("bm25", "BM25", "s", SEARCHES + ("language",), run_bm25,
                 describe=lambda cfg: "BM25" if cfg.language == "en" else f"BM25 ({cfg.language} analyzer)"))
-register(System("splare", "SPLARE", "o", SPARSE + ("splare_model", "topk", "query_topk"),
+register(System("splare", "SPLARE", "o", SPARSE + ("splare_model", "topk", "query_topk", "token_k"),
                 run_sparse(lambda cfg: splare_settings(cfg, cfg.topk, cfg.query_topk)),
                 weights=_splare_model))
-register(System("splare-pruned", "SPLARE pruned", "P", SPARSE + ("splare_model", "pruned_topk", "pruned_query_topk"),
+register(System("splare-pruned", "SPLARE pruned", "P", SPARSE + ("splare_model", "pruned_topk", "pruned_query_topk", "token_k"),
                 run_sparse(lambda cfg: splare_settings(cfg, cfg.pruned_topk, cfg.pruned_query_topk)),
                 weights=_splare_model,
                 describe=lambda cfg: f"SPLARE, top-{cfg.pruned_topk} doc / top-{cfg.pruned_query_topk} query latents"))

@@ -35,6 +35,8 @@ class SparseLatentModel(nn.Module):
         self.backbone = backbone
         self.projection = projection
         self.pooling = pooling
+        self.recon_tokens = 0  # > 0 while training with the SAE-fit term: token states it samples per forward
+        self.last_fvu: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -50,7 +52,18 @@ class SparseLatentModel(nn.Module):
                 token_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids, attention_mask)
         mask = token_mask.bool()
-        return self.pool(hidden[mask], mask.sum(dim=1).tolist())  # only real tokens reach the projection
+        states = hidden[mask]  # only real tokens reach the projection
+        if self.recon_tokens and torch.is_grad_enabled():
+            self.last_fvu = self.sae_fvu(states[::max(1, -(-states.shape[0] // self.recon_tokens))])
+        return self.pool(states, mask.sum(dim=1).tolist())
+
+    def sae_fvu(self, states: torch.Tensor) -> torch.Tensor:
+        """The share of the states' variance the SAE does not reconstruct (1 - explained variance).
+        Fine-tuning moves the states off the distribution the frozen SAE was trained on, and its latents
+        lose what made them general; as a loss term this keeps the states where the SAE still fits."""
+        x = states.to(self.projection.W_enc.dtype)
+        error = x - self.projection.decode(self.projection.encode(x))
+        return error.pow(2).sum() / (x - x.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
 
     def pool(self, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """Pooled weights (texts x d_sae) of the real tokens' states, ``lengths[i]`` tokens per text: the

@@ -37,7 +37,7 @@ from ..errors import cli_main
 from ..io import atomic_dir
 from ..model.artifacts import BASE_MODEL, MPNET, content_hash
 from ..model.encoder import SaeSparseEncoder
-from ..model.projection import VocabProjection
+from ..model.projection import VocabProjection, require_decoder
 from ..model.quantize import keep_topk
 from ..model.settings import ATTENTIONS, DEFAULT_SAE, POOLINGS, VOCAB, EncoderSettings
 from .export import export_checkpoint
@@ -105,6 +105,11 @@ class TrainConfig:
                               choices=("adapter", "merged"))
     distill: str | None = option(None, "distill from a dense teacher", choices=DISTILLATIONS)
     distill_weight: float = option(1.0, "weight of the distillation loss")
+    recon_weight: float = option(0.0, "weight of the frozen SAE's reconstruction error of the layer's token states "
+                                      "(1 - explained variance) in the loss, which keeps fine-tuning where the "
+                                      "SAE's latents still fit them (0: off)")
+    recon_tokens: int = option(1024, "token states per forward (evenly strided) that the reconstruction error "
+                                     "is computed on")
     teacher: str = option(MPNET, "dense teacher for --distill (mean pooling, cosine; the shipped default's)")
     teacher_temperature: float = option(0.05, "the teacher's cosines are divided by this")
     teacher_cache: str | None = option(None, "folder of cached teacher embeddings, shared by runs on the same "
@@ -116,13 +121,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("steps", "batch_size", "query_max_length", "doc_max_length", "negatives_depth", "save_every"):
+        for name in ("steps", "batch_size", "query_max_length", "doc_max_length", "negatives_depth", "save_every",
+                     "recon_tokens"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("topk", "query_topk", "token_k"):
             require(getattr(self, name) is None or getattr(self, name) >= 1,
                     f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "flops_warmup", "lora_rank", "weight_decay", "lambda_d", "lambda_q",
-                     "distill_weight"):
+                     "distill_weight", "recon_weight"):
             require(getattr(self, name) >= 0, f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "clip_norm", "temperature", "teacher_temperature", "lora_alpha"):
             require(getattr(self, name) > 0, f"{name}: must be > 0, got {getattr(self, name)}")
@@ -130,6 +136,8 @@ class TrainConfig:
         require(self.vocab_k is None or (self.sae == VOCAB and self.vocab_k >= 1),
                 f"vocab_k: only for sae={VOCAB!r}, and >= 1 (got {self.vocab_k})")
         require(not (self.train_sae and self.sae == VOCAB), "train_sae: the vocabulary twin has no SAE to train")
+        require(not (self.recon_weight and (self.sae == VOCAB or self.vocab_k is not None)),
+                "recon_weight: the vocabulary twin has no SAE to reconstruct with")
         for spec in self.sources:
             SourceSpec.parse(spec)
         require(self.negatives in SOURCES or Path(self.negatives).is_file(),
@@ -187,6 +195,9 @@ class Trainer:
         if cfg.vocab_k is not None:
             model.projection = VocabProjection(model.backbone.model.get_input_embeddings(), k=cfg.vocab_k)
         self.names = freeze_all_but_blocks(model, cfg.train_sae)
+        if cfg.recon_weight:
+            require_decoder(model.projection, "--recon-weight", cfg.sae)
+            model.recon_tokens = cfg.recon_tokens
         self.lora = add_lora(model, cfg.lora_rank, cfg.lora_alpha) if cfg.lora_rank > 0 else None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -213,15 +224,19 @@ class Trainer:
         model = self.encoder.model.train()
         settings = self.encoder.settings  # the same pruning as at encoding time (a checkpoint's own, or --topk)
         q = keep_topk(model(**self.encoder.tokenize(batch.queries, query=True)), settings.query_topk)
+        fvu_q = model.last_fvu
         d = keep_topk(model(**self.encoder.tokenize(batch.documents)), settings.topk)
         loss, parts = self.loss(q, d, self.step, self.teacher_scores(batch.queries, batch.documents))
+        if model.recon_tokens:  # the SAE's fit to queries' and documents' states, weighted alike
+            parts["fvu"] = (fvu_q + model.last_fvu) / 2
+            loss = loss + self.cfg.recon_weight * parts["fvu"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        extra = {"distill": round(parts["distill"].item(), 4)} if "distill" in parts else {}
+        extra = {name: round(parts[name].item(), 4) for name in ("distill", "fvu") if name in parts}
         return {"step": self.step, "source": self.sampler.last, "loss": round(loss.item(), 4), "rank": round(parts["rank"].item(), 4), **extra,
                 "nnz_q": round(float((q > 0).sum(1).float().mean()), 1),
                 "nnz_d": round(float((d > 0).sum(1).float().mean()), 1)}
