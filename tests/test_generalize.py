@@ -129,6 +129,7 @@ def test_the_sae_fit_term_reaches_the_leave_one_out_splare_model_only(tmp_path, 
     twin = generalize.train_loo(cfg, "nfcorpus", generalize.VOCAB).parent.name
     plain = generalize.train_loo(GeneralizeConfig(output=str(tmp_path), sae=str(tiny_sae), distill=None), "nfcorpus",
                                  str(tiny_sae)).parent.name
+
     def weight(name):
         return calls[name][calls[name].index("--recon-weight") + 1]
 

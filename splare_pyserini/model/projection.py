@@ -69,6 +69,11 @@ def recorded_layer(sae) -> int | None:
     return None
 
 
+def unexplained_variance(states: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """1 - explained variance of ``states`` (tokens x d_in) by an SAE's ``reconstruction`` of them."""
+    return (states - reconstruction).pow(2).sum() / (states - states.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+
+
 def require_decoder(sae, what: str, name: str | None = None) -> None:
     """Refuse an encoder-only SAE (``metadata.splare_encoder_only``, e.g. a public SAE shipped without
     its decoder, stored with zero decoder weights) where ``what`` reconstructs hidden states."""

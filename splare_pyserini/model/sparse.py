@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import require
-from .projection import TopKPlan, topk_plan
+from .projection import TopKPlan, topk_plan, unexplained_variance
 from .settings import POOLINGS, SATURATIONS
 
 TOKEN_CHUNK = 8192  # tokens per projection call on the dense path: bounds the (tokens x d_sae) matrix
@@ -62,8 +62,7 @@ class SparseLatentModel(nn.Module):
         Fine-tuning moves the states off the distribution the frozen SAE was trained on, and its latents
         lose what made them general; as a loss term this keeps the states where the SAE still fits."""
         x = states.to(self.projection.W_enc.dtype)
-        error = x - self.projection.decode(self.projection.encode(x))
-        return error.pow(2).sum() / (x - x.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+        return unexplained_variance(x, self.projection.decode(self.projection.encode(x)))
 
     def pool(self, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """Pooled weights (texts x d_sae) of the real tokens' states, ``lengths[i]`` tokens per text: the

@@ -181,12 +181,11 @@ def device_name(device: str) -> str:
 @torch.inference_mode()
 def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
     """Fraction of variance explained and dead latents on a sample of training states."""
-    from ..model.projection import require_decoder
+    from ..model.projection import require_decoder, unexplained_variance
 
     require_decoder(sae, "reconstruction statistics (explained variance)")
     latents = sae.encode(acts)
-    recon = sae.decode(latents)
-    fvu = ((acts - recon) ** 2).sum() / ((acts - acts.mean(0)) ** 2).sum()
+    fvu = unexplained_variance(acts, sae.decode(latents))
     alive = (latents > 0).any(dim=0).float().mean()
     return {"explained_variance": round(float(1 - fvu), 4), "alive_fraction_on_sample": round(float(alive), 4)}
 

@@ -10,6 +10,7 @@ from splare_pyserini.encode import load_input
 from splare_pyserini.model.encoder import SaeSparseEncoder
 from splare_pyserini.model.backbone import collect_activations
 from splare_pyserini.model.projection import load_sae
+from splare_pyserini.training.sae import reconstruction_stats
 
 torch.manual_seed(0)
 SAE = "minilm-l6-layer6-topk-sae-v3"
@@ -27,8 +28,7 @@ for label, model in MODELS.items():
     for ds, tx in texts.items():
         with torch.no_grad():
             x = collect_activations(enc.batcher, enc.model.backbone, tx, 192, max_tokens=20000)
-            r = sae.decode(sae.encode(x))
-        row[f"ev_{ds}"] = round(1 - ((x - r) ** 2).sum().item() / ((x - x.mean(0)) ** 2).sum().item(), 4)
+        row[f"ev_{ds}"] = reconstruction_stats(sae, x)["explained_variance"]
         base.setdefault(ds, x)
         row[f"cos_base_{ds}"] = round(torch.nn.functional.cosine_similarity(x, base[ds], dim=-1).mean().item(), 4)
     print(json.dumps(row), flush=True)
