@@ -76,7 +76,9 @@ def write_info(output: Path, encoder: SaeSparseEncoder, kind: str, **details) ->
     """
     info = encoder.info()
     query = kind == "queries"
-    section = {"max_length": encoder.settings.side(query)[0], "topk": encoder.settings.side(query)[1], **details}
+    windows = {} if query or encoder.settings.windows == 1 else {"windows": encoder.settings.windows}
+    section = {"max_length": encoder.settings.side(query)[0], "topk": encoder.settings.side(query)[1], **windows,
+               **details}  # windows only when used: folders written before it existed resume as before
     path = output / INFO_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))

@@ -108,6 +108,10 @@ def test_other_settings_in_same_output_are_refused(tmp_path, tiny_model, tiny_sa
     encode_main(args)
     with pytest.raises(ArtifactError, match="quant_scale"):
         encode_main(args + ["--quant-scale", "7"])
+    with pytest.raises(ArtifactError, match=r"holds a corpus encoded from other input or with other options .*'windows': 2"):
+        encode_main(args + ["--windows", "2"])  # documents only: not a compatibility key of queries
+    info = json.loads((tmp_path / "o" / "encode_info.json").read_text())
+    assert "windows" not in info["corpus"] and info["windows"] == 1
 
 
 def test_hidden_size_mismatch_is_refused_before_any_work(tmp_path, monkeypatch):

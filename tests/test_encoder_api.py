@@ -3,12 +3,15 @@ encoder pair, shipped names, and artifacts compared by content."""
 import json
 import shutil
 
+import pytest
 import torch
 
 from splare_pyserini.datasets import TextRecord
 from splare_pyserini.encode import encode_queries
+from splare_pyserini.errors import ArtifactError, InputError
 from splare_pyserini.model.artifacts import content_hash, resolve_path, shipped_names
 from splare_pyserini.model.encoder import SaeSparseEncoder
+from splare_pyserini.model.quantize import quantize
 from splare_pyserini.model.settings import DEFAULT_MODEL, DEFAULT_SAE, EncoderSettings
 
 TEXTS = ["protein folding in yeast", "a much longer text about gut microbiome studies in mice and men " * 3, ""]
@@ -85,3 +88,33 @@ def test_splade_tiny_runs_as_a_vocabulary_system_offline():
     assert encoder.info()["sae_hash"] == "mlm"
     latent = encoder.decode(vector, 1)[0][0]  # its latents are vocabulary terms, labelled by themselves
     assert encoder.latent_labels().label(latent) == top[0]
+
+
+def test_windows_cut_a_long_document_evenly_and_max_pool_it(tiny_encoder):
+    long_text = " ".join(f"word{i} protein folding yeast" for i in range(40))
+    texts = [long_text, "protein folding in yeast", ""]
+    encoder = SaeSparseEncoder(tiny_encoder.settings.replace(max_length=16, windows=3))
+    items, owner, truncated = encoder.batcher.encode_windows(texts, 16, 3)
+    assert owner == [0, 0, 0, 1, 2] and truncated == 1
+    tokens = [encoder.tokenizer.convert_ids_to_tokens(ids) for ids, _ in items[:3]]
+    assert all(t[0] == "[CLS]" and t[-1] == "[SEP]" and len(t) == 16 for t in tokens)  # 3 x 14 content tokens
+    whole = encoder.tokenizer(long_text, add_special_tokens=False)["input_ids"]
+    assert [i for ids, _ in items[:3] for i in ids[1:-1]] == whole[:42]  # consecutive, nothing repeated
+    assert items[3:] == encoder.batcher.encode_all(texts[1:], 16)  # a text that fits is one plain window
+
+    middle = " ".join(f"word{i}" for i in range(9))  # 18 content tokens: two windows of 9, not 14 + 4
+    assert [len(ids) for ids, _ in encoder.batcher.encode_windows([middle], 16, 3)[0]] == [11, 11]
+
+    vectors, counted = encoder.encode_with_stats(texts, batch_size=2)  # a text's windows in different batches
+    pooled = torch.cat([encoder._pooled(encoder.batcher.collate([item])) for item in items[:3]]).max(dim=0).values
+    s = encoder.settings
+    assert vectors[0] == quantize(pooled[None], s.quant_scale, s.topk, s.prefix)[0] and counted == 1
+    assert vectors[1:] == tiny_encoder.encode_documents(texts[1:])  # unchanged below one window
+    assert encoder.encode_queries([long_text]) == tiny_encoder.encode_queries([long_text])  # documents only
+
+
+def test_windows_need_max_pooling(tiny_encoder):
+    with pytest.raises(ArtifactError, match="windows: 2 windows .* needs max pooling; this model pools by sum"):
+        SaeSparseEncoder(tiny_encoder.settings.replace(pooling="sum", windows=2))
+    with pytest.raises(InputError, match="windows: must be >= 1, got 0"):
+        EncoderSettings(windows=0)

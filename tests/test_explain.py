@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from splare_pyserini.errors import ArtifactError
+from splare_pyserini.model.encoder import SaeSparseEncoder
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,20 @@ def test_argmax_tokens_reproduce_the_pooled_weights(tiny_encoder, texts):
             assert act.token_text(position) == act.text[start:end]
     query = text_activations(tiny_encoder, ["  what   is a stem cell? "], query=True)[0]
     assert query.text == "what is a stem cell?" and query.tokens[:2] == ["what", "is"]
+
+
+def test_argmax_tokens_of_a_windowed_document_reproduce_its_vector(tiny_encoder):
+    from splare_pyserini.model.attribution import text_activations
+
+    encoder = SaeSparseEncoder(tiny_encoder.settings.replace(max_length=16, windows=3))
+    text = " ".join(f"word{i} protein folding yeast" for i in range(40))
+    act = text_activations(encoder, [text])[0]
+    whole = encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert act.tokens == encoder.tokenizer.convert_ids_to_tokens(whole[:42])  # the three windows' tokens
+    scale = encoder.settings.quant_scale
+    impacts = {f"L{latent}": round(act.weight(latent) * scale) for latent in act.peaks}
+    assert {t: w for t, w in impacts.items() if w > 0} == encoder.encode_documents([text])[0]
+    assert max(position for _, position in act.peaks.values()) >= 28  # peaks found in the last window too
 
 
 def test_context_joins_word_pieces():

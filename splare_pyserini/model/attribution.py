@@ -87,6 +87,24 @@ class TextActivations:
         return float(np.log1p(peak[0])) if self.saturation == "log1p" else float(peak[0])
 
 
+def _window_states(encoder, batch: dict[str, torch.Tensor], mask: torch.Tensor, room: int) -> torch.Tensor:
+    """The real tokens' states of each text, in order, each token seen within its window as
+    ``encode_windows`` cuts it (the windows' content tokens, concatenated, are the text's)."""
+    from .backbone import window_slices
+
+    items = []
+    for i in range(mask.shape[0]):
+        length = int(batch["attention_mask"][i].sum())
+        ids, special = batch["input_ids"][i, :length].tolist(), batch["special_tokens_mask"][i, :length].tolist()
+        real = mask[i].nonzero().flatten().tolist()
+        first, last = (real[0], real[-1] + 1) if real else (0, 0)
+        for start, end in window_slices(first, last, room):
+            items.append((ids[:first] + ids[start:end] + ids[last:], special[:first] + special[start:end] + special[last:]))
+    windows = encoder.batcher.collate(items)
+    hidden = encoder.model.backbone(windows["input_ids"], windows["attention_mask"])
+    return hidden[windows["token_mask"].to(hidden.device)]
+
+
 @torch.inference_mode()
 def text_activations(encoder, texts: Sequence[str], query: bool = False) -> list[TextActivations]:
     """Re-run ``encoder`` (a ``SaeSparseEncoder``) on ``texts`` as one batch and attribute every latent
@@ -94,12 +112,20 @@ def text_activations(encoder, texts: Sequence[str], query: bool = False) -> list
     from .encoder import normalize_query
 
     max_length = encoder.settings.side(query)[0]
+    windows = 1 if query else encoder.settings.windows
     texts = [normalize_query(t) if query else t for t in texts]
+    if windows > 1:
+        room, wrap = encoder.batcher.window_room(max_length)
+        max_length = room * windows + wrap
     batch = encoder.batcher.tokenize(texts, max_length, offsets=True)  # as encoding does (a decoder's BOS sink too)
     mask = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
     model = encoder.model
-    hidden = model.backbone(batch["input_ids"].to(encoder.device), batch["attention_mask"].to(encoder.device))
-    rows, cols, vals = token_latent_entries(model, hidden[mask.to(hidden.device)])
+    if windows > 1:
+        states = _window_states(encoder, batch, mask, room)
+    else:
+        hidden = model.backbone(batch["input_ids"].to(encoder.device), batch["attention_mask"].to(encoder.device))
+        states = hidden[mask.to(hidden.device)]
+    rows, cols, vals = token_latent_entries(model, states)
     lengths = mask.sum(dim=1).tolist()
     starts = np.cumsum([0] + lengths)
     out = []

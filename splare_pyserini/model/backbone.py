@@ -239,6 +239,36 @@ class TextBatcher:
         flag = [1] * len(extra)
         return [(extra + ids, flag + special) for ids, special in zip(enc["input_ids"], enc["special_tokens_mask"])]
 
+    def window_room(self, max_length: int) -> tuple[int, int]:
+        """(content tokens per window, special tokens around them) for windows of ``max_length`` tokens."""
+        wrap = (1 if self.prepend is not None else 0) + self.tokenizer.num_special_tokens_to_add(pair=False)
+        if max_length - wrap < 1:
+            raise ValueError(f"max_length: {max_length} leaves no room for text beside {wrap} special tokens")
+        return max_length - wrap, wrap
+
+    def encode_windows(self, texts: Sequence[str], max_length: int,
+                       windows: int = 1) -> tuple[list[tuple[list[int], list[int]]], list[int], int]:
+        """Every text as up to ``windows`` windows of at most ``max_length`` tokens: the items, the index of
+        the text each belongs to, and how many texts filled them all (were truncated). A text that fits
+        one window is ``encode_all``'s item; a longer one is cut into the fewest windows that hold it, of
+        near-equal length (no short remnant with little context), each wrapped in the tokenizer's own
+        leading and trailing special tokens and the prepended one."""
+        if windows == 1:
+            items = self.encode_all(texts, max_length)
+            return items, list(range(len(items))), sum(1 for ids, _ in items if len(ids) >= max_length)
+        room, wrap = self.window_room(max_length)
+        out: list[tuple[list[int], list[int]]] = []
+        owner: list[int] = []
+        truncated = 0
+        for text_index, (ids, special) in enumerate(self.encode_all(texts, room * windows + wrap)):
+            content = [p for p, flag in enumerate(special) if not flag]
+            first, last = (content[0], content[-1] + 1) if content else (0, 0)
+            truncated += len(content) >= room * windows
+            for start, end in window_slices(first, last, room):
+                out.append((ids[:first] + ids[start:end] + ids[last:], special[:first] + special[start:end] + special[last:]))
+                owner.append(text_index)
+        return out, owner, truncated
+
     def collate(self, items: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         """A right-padded batch on the device, with the mask of real tokens (no padding, no special tokens)."""
         width = max((len(ids) for ids, _ in items), default=0)
@@ -252,6 +282,16 @@ class TextBatcher:
     def lengths(self, texts: Sequence[str], max_length: int) -> list[int]:
         """Token counts (special tokens included, after truncation): the sort key of length-sorted batching."""
         return [len(ids) for ids, _ in self.encode_all(texts, max_length)]
+
+
+def window_slices(first: int, last: int, room: int) -> list[tuple[int, int]]:
+    """Positions [first, last) as the fewest consecutive slices of at most ``room``, of near-equal length
+    (one slice, maybe empty, when they fit)."""
+    if last - first <= room:
+        return [(first, last)]
+    n = -(-(last - first) // room)
+    size = -(-(last - first) // n)
+    return [(start, min(start + size, last)) for start in range(first, last, size)]
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

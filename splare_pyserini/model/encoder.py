@@ -8,6 +8,7 @@ settings itself, so the Python API and the CLI encode queries identically.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -90,6 +91,9 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     else:
         projection = sae
     pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
+    if settings.windows > 1 and pooling != "max":
+        raise ArtifactError(f"windows: {settings.windows} windows are max-pooled into one vector, which needs "
+                            f"max pooling; this model pools by {pooling}")
     saturation = settings.saturation or recorded_saturation or "log1p"
     # a checkpoint trained with pruning encodes with it unless asked otherwise (0: keep all); without
     # one, "all" is recorded as None either way, so equal settings are recorded alike
@@ -121,6 +125,32 @@ def check_adapter_base(ckpt: Checkpoint, base_model: str) -> None:
     if found != recorded:
         raise ArtifactError(f"{ckpt.path}: its LoRA adapter was trained on {base_model!r} with content hash "
                             f"{recorded}, but {base_model!r} here hashes to {found}")
+
+
+class WindowMerge:
+    """Max-pools the windows of each text as they come out of length-sorted batches (a text's windows
+    land in different batches); kept sparse until a text's last window, since most latents are zero."""
+
+    def __init__(self, owner: Sequence[int]):
+        self.owner = owner
+        self.left = Counter(owner)
+        self.parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def add(self, idx: Sequence[int], weights: torch.Tensor, dim: int) -> tuple[list[int], torch.Tensor]:
+        """The texts completed by this batch of windows (``idx``: window indices) and their weights."""
+        done, rows = [], []
+        for i, row in zip(idx, weights):
+            text = self.owner[i]
+            nonzero = row.nonzero().flatten()
+            self.parts.setdefault(text, []).append((nonzero, row[nonzero]))
+            self.left[text] -= 1
+            if self.left[text] == 0:
+                merged = torch.zeros(dim, dtype=weights.dtype)
+                for ids, values in self.parts.pop(text):
+                    merged[ids] = torch.maximum(merged[ids], values)
+                done.append(text)
+                rows.append(merged)
+        return done, torch.stack(rows) if rows else weights[:0]
 
 
 class SaeSparseEncoder:
@@ -176,20 +206,27 @@ class SaeSparseEncoder:
     def encode_with_stats(self, texts: Sequence[str], query: bool = False, batch_size: int = 32,
                           progress: Progress | None = None) -> tuple[list[dict[str, int]], int]:
         """Vectors in input order (length-sorted batches inside, less padding) and how many texts
-        reached the side's max length (were truncated)."""
+        reached the side's max length (were truncated). Documents longer than ``max_length`` are cut
+        into up to ``windows`` windows, whose pooled weights are max-pooled into the document's."""
         if query:
             texts = [normalize_query(t) for t in texts]
-        items = self.batcher.encode_all(texts, self.settings.side(query)[0])  # tokenized once, for sorting and batches
+        max_length = self.settings.side(query)[0]
+        windows = 1 if query else self.settings.windows
+        items, owner, truncated = self.batcher.encode_windows(texts, max_length, windows)  # tokenized once
         lengths = [len(ids) for ids, _ in items]
         vectors: list[dict[str, int] | None] = [None] * len(texts)
+        merge = WindowMerge(owner) if len(items) > len(texts) else None
         for idx in length_sorted_batches(lengths, batch_size):
             weights = self._pooled(self.batcher.collate([items[i] for i in idx]))
+            if merge is not None:
+                idx, weights = merge.add(idx, weights, self.dim)
+                if not idx:
+                    continue
             for i, vec in zip(idx, self._quantize(weights, query)):
                 vectors[i] = vec
             if progress:
                 progress(len(idx))
-        max_length = self.settings.side(query)[0]
-        return vectors, sum(1 for n in lengths if n >= max_length)  # type: ignore[return-value]
+        return vectors, truncated  # type: ignore[return-value]
 
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32,
                          progress: Progress | None = None) -> list[dict[str, int]]:

@@ -63,7 +63,10 @@ class EncoderSettings:
     quant_scale: float | None = option(None, "impact = round(weight * scale) (default: the checkpoint's or "
                                              "SAE's recorded scale, else 100)")
     prefix: str = option("L", "pseudo-term prefix")
-    max_length: int = option(256, "document tokens kept")
+    max_length: int = option(256, "document tokens kept (per window, with --windows)")
+    windows: int = option(1, "a document longer than max_length is cut into up to this many windows of "
+                              "near-equal length, each encoded alone and max-pooled into one vector (every "
+                              "token in a window the backbone was trained on; 1: truncate at max_length)")
     topk: int | None = option(None, "keep the k largest latents per document (default: the pruning a checkpoint "
                                     "was trained with, else all; 0: all)")
     query_max_length: int = option(128, "query tokens kept")
@@ -78,6 +81,7 @@ class EncoderSettings:
         require(self.layer is None or self.layer >= 1, f"layer: must be >= 1, got {self.layer}")
         for name in ("max_length", "query_max_length"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        require(self.windows >= 1, f"windows: must be >= 1, got {self.windows}")
         for name in ("topk", "query_topk"):
             value = getattr(self, name)
             require(value is None or value >= 0, f"{name}: must be >= 0 (0: keep all), got {value}")
