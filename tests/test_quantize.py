@@ -34,3 +34,18 @@ def test_keep_topk_is_the_encoding_cut_and_passes_gradients_only_to_kept_latents
     assert weights.grad.tolist() == [[1.0, 0.0, 3.0, 0.0], [0.0, 2.0, 0.0, 4.0]]
     assert keep_topk(weights, None) is weights and keep_topk(weights, 0) is weights and keep_topk(weights, 9) is weights
     assert quantize(weights.detach(), scale=10, topk=0) == quantize(weights.detach(), scale=10)
+
+
+def test_calibration_in_slices_equals_all_at_once(monkeypatch):
+    """A 250k-term vocabulary cannot hold 20k tokens' weights at once: calibration slices the tokens,
+    and the scale must not depend on the slicing."""
+    from splare_pyserini.model import quantize as q
+    from splare_pyserini.model.projection import VocabProjection
+
+    torch.manual_seed(0)
+    projection = VocabProjection(torch.nn.Embedding(300, 16), k=8)
+    acts = torch.randn(97, 16)
+    whole = q.calibrate_quant_scale(projection, acts)
+    monkeypatch.setattr(q, "CALIBRATION_CHUNK", 300 * 5)  # 5 tokens a slice, the last one short
+    assert q.calibrate_quant_scale(projection, acts) == whole
+    assert q.calibrate_quant_scale(projection, acts, saturation="none") != whole

@@ -11,6 +11,7 @@ import torch
 DEFAULT_QUANT_SCALE = 100.0  # SPLADE's choice, used when neither checkpoint nor SAE records a scale
 CALIBRATION_TEXTS = 200  # documents whose token weights set a trained checkpoint's scale
 CALIBRATION_TOKENS = 20_000
+CALIBRATION_CHUNK = 2 ** 27  # latent weights computed at once while calibrating
 
 
 def keep_topk(weights: torch.Tensor, k: int | None) -> torch.Tensor:
@@ -62,9 +63,15 @@ def calibrate_quant_scale(projection, acts: torch.Tensor, target: float = 100.0,
     scale like SPLADE's 100 can round most weights to 1 or 2. Stored with the SAE
     (``splare_quant_scale``) or the checkpoint (``quant_scale``); the encoder uses it by default.
     """
-    weights = torch.relu(projection.encode(acts.to(projection.W_enc.device, projection.W_enc.dtype))).float()
-    weights = torch.log1p(weights) if saturation == "log1p" else weights
-    nonzero = weights[weights > 0]
+    # in slices of about 2**27 weights: a 250k-term vocabulary over 20k tokens would be 20 GB at once
+    step = max(1, CALIBRATION_CHUNK // int(projection.cfg.d_sae))
+    kept = []
+    for start in range(0, acts.shape[0], step):
+        part = acts[start:start + step].to(projection.W_enc.device, projection.W_enc.dtype)
+        weights = torch.relu(projection.encode(part)).float()
+        weights = torch.log1p(weights) if saturation == "log1p" else weights
+        kept.append(weights[weights > 0].cpu())
+    nonzero = torch.cat(kept) if kept else torch.zeros(0)
     p99 = float(torch.quantile(nonzero[:1_000_000], 0.99)) if nonzero.numel() else 1.0
     return round(target / p99, 3)
 
