@@ -87,19 +87,16 @@ class TextActivations:
         return float(np.log1p(peak[0])) if self.saturation == "log1p" else float(peak[0])
 
 
-def _window_states(encoder, batch: dict[str, torch.Tensor], mask: torch.Tensor, room: int) -> torch.Tensor:
+def _window_states(encoder, batch: dict[str, torch.Tensor], room: int) -> torch.Tensor:
     """The real tokens' states of each text, in order, each token seen within its window as
     ``encode_windows`` cuts it (the windows' content tokens, concatenated, are the text's)."""
-    from .backbone import window_slices
+    from .backbone import cut_windows
 
     items = []
-    for i in range(mask.shape[0]):
+    for i in range(batch["input_ids"].shape[0]):
         length = int(batch["attention_mask"][i].sum())
-        ids, special = batch["input_ids"][i, :length].tolist(), batch["special_tokens_mask"][i, :length].tolist()
-        real = mask[i].nonzero().flatten().tolist()
-        first, last = (real[0], real[-1] + 1) if real else (0, 0)
-        for start, end in window_slices(first, last, room):
-            items.append((ids[:first] + ids[start:end] + ids[last:], special[:first] + special[start:end] + special[last:]))
+        items += cut_windows(batch["input_ids"][i, :length].tolist(), batch["special_tokens_mask"][i, :length].tolist(),
+                             room)
     windows = encoder.batcher.collate(items)
     hidden = encoder.model.backbone(windows["input_ids"], windows["attention_mask"])
     return hidden[windows["token_mask"].to(hidden.device)]
@@ -121,7 +118,7 @@ def text_activations(encoder, texts: Sequence[str], query: bool = False) -> list
     mask = batch["attention_mask"].bool() & ~batch["special_tokens_mask"].bool()
     model = encoder.model
     if windows > 1:
-        states = _window_states(encoder, batch, mask, room)
+        states = _window_states(encoder, batch, room)
     else:
         hidden = model.backbone(batch["input_ids"].to(encoder.device), batch["attention_mask"].to(encoder.device))
         states = hidden[mask.to(hidden.device)]

@@ -261,12 +261,10 @@ class TextBatcher:
         owner: list[int] = []
         truncated = 0
         for text_index, (ids, special) in enumerate(self.encode_all(texts, room * windows + wrap)):
-            content = [p for p, flag in enumerate(special) if not flag]
-            first, last = (content[0], content[-1] + 1) if content else (0, 0)
-            truncated += len(content) >= room * windows
-            for start, end in window_slices(first, last, room):
-                out.append((ids[:first] + ids[start:end] + ids[last:], special[:first] + special[start:end] + special[last:]))
-                owner.append(text_index)
+            truncated += len(special) - sum(special) >= room * windows
+            cut = cut_windows(ids, special, room)
+            out += cut
+            owner += [text_index] * len(cut)
         return out, owner, truncated
 
     def collate(self, items: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
@@ -284,14 +282,17 @@ class TextBatcher:
         return [len(ids) for ids, _ in self.encode_all(texts, max_length)]
 
 
-def window_slices(first: int, last: int, room: int) -> list[tuple[int, int]]:
-    """Positions [first, last) as the fewest consecutive slices of at most ``room``, of near-equal length
-    (one slice, maybe empty, when they fit)."""
+def cut_windows(ids: list[int], special: list[int], room: int) -> list[tuple[list[int], list[int]]]:
+    """One tokenized text (ids, special-token flags) as the fewest windows of at most ``room`` content
+    tokens, of near-equal length, each with the text's leading and trailing special tokens (the text
+    itself when it fits)."""
+    content = [p for p, flag in enumerate(special) if not flag]
+    first, last = (content[0], content[-1] + 1) if content else (0, 0)
     if last - first <= room:
-        return [(first, last)]
-    n = -(-(last - first) // room)
-    size = -(-(last - first) // n)
-    return [(start, min(start + size, last)) for start in range(first, last, size)]
+        return [(ids, special)]
+    size = -(-(last - first) // -(-(last - first) // room))
+    return [(ids[:first] + ids[start:end] + ids[last:], special[:first] + special[start:end] + special[last:])
+            for start, end in ((s, min(s + size, last)) for s in range(first, last, size))]
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
