@@ -48,6 +48,10 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
     base_model = ckpt.base_model if ckpt else settings.model
     if ckpt is not None and ckpt.lora and ckpt.provenance.get("base_model_hash"):
         check_adapter_base(ckpt, base_model)
+    pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
+    if settings.windows > 1 and pooling != "max":
+        raise ArtifactError(f"windows: {settings.windows} windows are max-pooled into one vector, which needs "
+                            f"max pooling; this model pools by {pooling}")
     spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
     bundled = ckpt is not None and spec == ckpt.projection_spec
     sae, recorded, recorded_scale, recorded_saturation, recorded_attention = None, None, None, None, None
@@ -90,10 +94,6 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
         projection = VocabProjection(backbone.model.get_input_embeddings(), k=k)
     else:
         projection = sae
-    pooling = settings.pooling or (ckpt.pooling if ckpt else "max")
-    if settings.windows > 1 and pooling != "max":
-        raise ArtifactError(f"windows: {settings.windows} windows are max-pooled into one vector, which needs "
-                            f"max pooling; this model pools by {pooling}")
     saturation = settings.saturation or recorded_saturation or "log1p"
     # a checkpoint trained with pruning encodes with it unless asked otherwise (0: keep all); without
     # one, "all" is recorded as None either way, so equal settings are recorded alike
@@ -131,12 +131,12 @@ class WindowMerge:
     """Max-pools the windows of each text as they come out of length-sorted batches (a text's windows
     land in different batches); kept sparse until a text's last window, since most latents are zero."""
 
-    def __init__(self, owner: Sequence[int]):
-        self.owner = owner
+    def __init__(self, owner: Sequence[int], dim: int):
+        self.owner, self.dim = owner, dim
         self.left = Counter(owner)
         self.parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    def add(self, idx: Sequence[int], weights: torch.Tensor, dim: int) -> tuple[list[int], torch.Tensor]:
+    def add(self, idx: Sequence[int], weights: torch.Tensor) -> tuple[list[int], torch.Tensor]:
         """The texts completed by this batch of windows (``idx``: window indices) and their weights."""
         done, rows = [], []
         for i, row in zip(idx, weights):
@@ -145,7 +145,7 @@ class WindowMerge:
             self.parts.setdefault(text, []).append((nonzero, row[nonzero]))
             self.left[text] -= 1
             if self.left[text] == 0:
-                merged = torch.zeros(dim, dtype=weights.dtype)
+                merged = torch.zeros(self.dim, dtype=weights.dtype)
                 for ids, values in self.parts.pop(text):
                     merged[ids] = torch.maximum(merged[ids], values)
                 done.append(text)
@@ -215,11 +215,11 @@ class SaeSparseEncoder:
         items, owner, truncated = self.batcher.encode_windows(texts, max_length, windows)  # tokenized once
         lengths = [len(ids) for ids, _ in items]
         vectors: list[dict[str, int] | None] = [None] * len(texts)
-        merge = WindowMerge(owner) if len(items) > len(texts) else None
+        merge = WindowMerge(owner, self.dim) if len(items) > len(texts) else None
         for idx in length_sorted_batches(lengths, batch_size):
             weights = self._pooled(self.batcher.collate([items[i] for i in idx]))
             if merge is not None:
-                idx, weights = merge.add(idx, weights, self.dim)
+                idx, weights = merge.add(idx, weights)
                 if not idx:
                     continue
             for i, vec in zip(idx, self._quantize(weights, query)):

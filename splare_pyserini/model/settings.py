@@ -65,8 +65,8 @@ class EncoderSettings:
     prefix: str = option("L", "pseudo-term prefix")
     max_length: int = option(256, "document tokens kept (per window, with --windows)")
     windows: int = option(1, "a document longer than max_length is cut into up to this many windows of "
-                              "near-equal length, each encoded alone and max-pooled into one vector (every "
-                              "token in a window the backbone was trained on; 1: truncate at max_length)")
+                              "near-equal length, each encoded alone and max-pooled into one vector (1: "
+                              "truncate at max_length)")
     topk: int | None = option(None, "keep the k largest latents per document (default: the pruning a checkpoint "
                                     "was trained with, else all; 0: all)")
     query_max_length: int = option(128, "query tokens kept")
