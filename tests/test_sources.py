@@ -78,3 +78,17 @@ def test_teacher_embeddings_are_computed_once_and_kept(tmp_path, monkeypatch):
     assert again.encoder.seen == []
     again.embed(["new text"])
     assert again.encoder.seen == ["new text"]
+
+
+def test_a_prompted_teacher_embeds_queries_and_documents_with_its_prefixes(tmp_path):
+    encoder = CountingEncoder()
+    encoder.query_prefix, encoder.document_prefix = "query: ", "passage: "
+    teacher = CachedTeacher(encoder, tmp_path)
+    scores = teacher.scores(["same text"], ["same text", "doc b"])
+    assert sorted(encoder.seen) == ["passage: doc b", "passage: same text", "query: same text"]
+    query = encoder.encode(["query: same text"]).half().float()
+    documents = encoder.encode(["passage: same text", "passage: doc b"]).half().float()
+    assert torch.equal(scores, query @ documents.T)
+    unprompted = CachedTeacher(CountingEncoder(), tmp_path / "plain")
+    unprompted.scores(["same text"], ["same text"])
+    assert unprompted.encoder.seen == ["same text"]  # one text, one embedding: the keys of an unprompted teacher

@@ -4,6 +4,9 @@ The teacher (e.g. all-mpnet-base-v2) is slower than the student on a CPU; every 
 stored, keyed by the text's hash, in ``part-NNNNN.pt`` files written atomically, so a resumed run,
 a rerun, and every leave-one-out model trained on the same texts reuse what was computed.
 Scores are cosines (its embeddings are L2-normalized), divided by the teacher temperature in the loss.
+A teacher trained with instructions (multilingual-e5: ``query: `` / ``passage: ``) embeds queries and
+documents with its own prefixes, as it was trained to; the cache key is the prefixed text, so a teacher
+without prefixes (all-mpnet-base-v2) keeps the keys it always had.
 """
 from __future__ import annotations
 
@@ -46,7 +49,9 @@ class CachedTeacher:
 
         return cls(DenseEncoder(model, max_length=max_length), Path(root) / f"teacher-{content_hash(model)}")
 
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+    def embed(self, texts: Sequence[str], prefix: str = "") -> torch.Tensor:
+        """Embeddings of ``prefix + text`` (the teacher's query or document instruction, or none)."""
+        texts = [prefix + t for t in texts]
         keys = [_key(t) for t in texts]
         missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.rows and k not in self.pending}.items())
         if missing:
@@ -60,7 +65,9 @@ class CachedTeacher:
 
     def scores(self, queries: Sequence[str], documents: Sequence[str]) -> torch.Tensor:
         """(len(queries), len(documents)) cosine similarities."""
-        return self.embed(queries) @ self.embed(documents).T
+        query_prefix = getattr(self.encoder, "query_prefix", "")
+        document_prefix = getattr(self.encoder, "document_prefix", "")
+        return self.embed(queries, query_prefix) @ self.embed(documents, document_prefix).T
 
     def flush(self) -> None:
         """Write the pending embeddings as a new part file (fp16) and move them to the loaded rows."""
