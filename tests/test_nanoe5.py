@@ -170,3 +170,35 @@ def test_xquad_scores_a_vocabulary_twin_checkpoint_beside_the_defaults(tmp_path)
                                                   "layer": 6, "projection": "vocab"}))
     with pytest.raises(InputError, match="is not a vocabulary-twin checkpoint of multilingual-e5-small"):
         XquadConfig(twin=str(twin))
+
+
+def test_xquad_encodes_each_distinct_list_of_texts_once_per_system():
+    from splare_pyserini.xquad import MemoizedEncoder
+
+    class Counting:
+        settings = "the wrapped encoder's"
+
+        def __init__(self):
+            self.calls = []
+
+        def encode_with_stats(self, texts, query=False, batch_size=32, progress=None):
+            self.calls.append((tuple(texts), query, batch_size))
+            if progress:
+                progress(len(texts))
+            return [{f"L{len(t)}": i + 1} for i, t in enumerate(texts)], sum(len(t) > 4 for t in texts)
+
+    inner = Counting()
+    memo = MemoizedEncoder(inner)
+    seen = []
+    paragraphs = ["Die Normannen", "waren ein Volk"]
+    first = memo.encode_with_stats(paragraphs, False, 32, seen.append)
+    again = memo.encode_with_stats(list(paragraphs), False, 32, seen.append)  # another set, same paragraphs
+    assert again == first == ([{"L13": 1}, {"L14": 2}], 2) and len(inner.calls) == 1
+    assert seen == [2, 2] and memo.reused == {"corpus": 1, "queries": 0}  # the bar still advances
+    again[0][0]["L13"] = 99  # callers get copies: the memo keeps what was encoded
+    assert memo.encode_with_stats(paragraphs)[0][0] == {"L13": 1}
+    memo.encode_with_stats(paragraphs, True)  # the query side is encoded on its own
+    memo.encode_with_stats(paragraphs, False, 8)  # so is another batching
+    memo.encode_with_stats(["Die Normannen", "waren ein Volk", "."])  # and another list
+    memo.encode_with_stats(["Die Normannen\x00waren ein Volk"])  # one text is not two
+    assert len(inner.calls) == 5 and memo.settings == "the wrapped encoder's"
