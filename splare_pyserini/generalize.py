@@ -226,7 +226,7 @@ def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Datase
 
 def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:
     """What a row's figures depend on: its system, the run settings and, for trained rows, the recipe."""
-    key: dict = {"system": system, "held_out": held_out, "split": cfg.split, "run": asdict(cfg.run)}
+    key: dict = {"system": system, "held_out": held_out, "split": cfg.split, "run": cfg.run.key()}
     if system in ("splare-loo", "vocab-loo", "hybrid"):
         key["recipe"] = {k: v for k, v in asdict(cfg).items()
                          if k not in ("output", "systems", "run", "held_out", "split")}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -19,7 +19,7 @@ from .encode import encode_corpus, encode_queries, write_topics
 from .lucene.evaluate import DEFAULT_MEASURES, evaluate_run
 from .lucene.index import index_bm25, index_size_bytes, index_vectors, read_index_info
 from .lucene.postings import mean_nonzeros, posting_stats
-from .lucene.search import open_bm25_searcher, open_searcher, search_topics
+from .lucene.search import MIN_IDF_HELP, open_bm25_searcher, open_searcher, search_topics
 
 if TYPE_CHECKING:
     import torch
@@ -35,11 +35,21 @@ class RunSettings:
     hits: int = option(1000, "hits per query")
     threads: int = option(1, "indexing and search threads (one: a deterministic index, so ties rank alike)")
     search_batch_size: int = option(1, "queries per Lucene batch", flag="--batch-size-search")
+    min_idf: float = option(0.0, MIN_IDF_HELP + " (impact search only)")
 
     def __post_init__(self) -> None:
         check_fields(self)
         for name in ("batch_size", "chunk_size", "hits", "threads", "search_batch_size"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        require(self.min_idf >= 0, f"min_idf: must be >= 0, got {self.min_idf}")
+
+    def key(self) -> dict:
+        """The settings as cached rows are keyed: ``min_idf`` only when set, so rows cached before it
+        existed keep their keys."""
+        key = asdict(self)
+        if not self.min_idf:
+            del key["min_idf"]
+        return key
 
 
 def qrels_file(data: Dataset, folder: Path, split: str = "test") -> Path:
@@ -67,13 +77,13 @@ def run_sparse_system(encoder, data: Dataset, folder: str | Path, run: RunSettin
     log.info(encode_queries(data.queries, vectors, encoder, source=data.name).line(f"{data.name} queries"))
     if read_index_info(index) is None:
         index_vectors(vectors, index, threads=run.threads, overwrite=True)
-    searcher = open_searcher(index, str(vectors / "queries.jsonl"))
+    searcher = open_searcher(index, str(vectors / "queries.jsonl"), run.min_idf)
     trec = search_topics(searcher, vectors / "topics.tsv", folder / "run.trec", run.hits, run.threads,
                          run.search_batch_size)
     row = {**evaluate_run(data.qrels, trec, qrels_file(data, folder, split), measures),
            "doc nnz": round(mean_nonzeros(vectors / "corpus"), 1),
            "query nnz": round(mean_nonzeros(vectors / "queries.jsonl"), 1),
-           **posting_stats(vectors / "corpus", vectors / "queries.jsonl").row(),
+           **posting_stats(vectors / "corpus", vectors / "queries.jsonl", run.min_idf).row(),
            "index MB": round(index_size_bytes(index) / 1e6, 3)}
     if summary.reused_chunks == 0:
         row["encode docs/s"] = round(len(data.corpus) / seconds, 1)

@@ -150,6 +150,25 @@ def test_token_k_reaches_the_splare_encoders_and_keys_their_rows_only_when_asked
         parse_config(bench.BenchConfig, ["--token-k", "0"], "bench")
 
 
+def test_min_idf_reaches_the_searchers_and_keys_rows_only_when_set():
+    cfg = parse_config(bench.BenchConfig, ["--pruned-topk", "0", "--pruned-query-topk", "0", "--pruned-min-idf", "0.4"],
+                       "bench").resolved()
+    pruned, splare = systems.REGISTRY["splare-pruned"], systems.REGISTRY["splare"]
+    assert systems.pruned_run(cfg).min_idf == 0.4 and cfg.run.min_idf == 0.0
+    assert systems.describe_pruned(cfg) == "SPLARE, min idf 0.4"
+    assert bench.cache_key(pruned, cfg, 10, 2)["config"]["pruned_min_idf"] == 0.4
+    plain = bench.BenchConfig().resolved()
+    assert systems.describe_pruned(plain) == "SPLARE, top-256 doc / top-64 query latents"
+    for system in (pruned, splare):  # rows cached before min idf existed keep their keys
+        config = bench.cache_key(system, plain, 10, 2)["config"]
+        assert "pruned_min_idf" not in config and "min_idf" not in config["run"]
+    everywhere = parse_config(bench.BenchConfig, ["--min-idf", "0.2"], "bench").resolved()
+    assert bench.cache_key(splare, everywhere, 10, 2)["config"]["run"]["min_idf"] == 0.2
+    assert systems.pruned_run(everywhere).min_idf == 0.2  # the pruned system inherits the run's
+    with pytest.raises(InputError, match="^pruned_min_idf: must be >= 0, got -1.0$"):
+        parse_config(bench.BenchConfig, ["--pruned-min-idf", "-1"], "bench")
+
+
 def test_a_system_folder_is_emptied_when_its_key_changes(tmp_path):
     """Vectors of other settings would be refused by the encoder; the same key resumes a killed run."""
     folder = tmp_path / "splare"

@@ -1,5 +1,6 @@
 """Choosing top-k by measurement: integer vectors cut as the encoder cuts, every pair scored, test refused."""
 import json
+import math
 
 import pytest
 
@@ -29,6 +30,24 @@ def test_the_test_split_is_refused():
         PruneConfig(split="test")
 
 
+def test_min_idf_is_swept_by_its_own_option_and_keyed_only_when_set():
+    from splare_pyserini.pipeline import RunSettings
+
+    with pytest.raises(InputError, match="the sweep takes --min-idfs"):
+        PruneConfig(run=RunSettings(min_idf=0.5))
+    with pytest.raises(InputError, match="min_idfs: one or more values >= 0"):
+        PruneConfig(min_idfs=(-0.1,))
+    with pytest.raises(InputError, match="min_idf: must be >= 0"):
+        RunSettings(min_idf=-1.0)
+    assert "min_idf" not in RunSettings().key()  # rows cached before it existed keep their keys
+    assert RunSettings(min_idf=0.4).key()["min_idf"] == 0.4
+    rows = [{"topk": 0, "query_topk": 0, "min_idf": 0.0, "nDCG@10": 0.50, "postings per query": 900, "index MB": 9.0},
+            {"topk": 0, "query_topk": 0, "min_idf": 0.4, "nDCG@10": 0.497, "postings per query": 400, "index MB": 9.0},
+            {"topk": 0, "query_topk": 0, "min_idf": 1.0, "nDCG@10": 0.49, "postings per query": 200, "index MB": 9.0}]
+    assert choose(rows, 0.005)["min_idf"] == 0.4  # measured against min idf 0, Pyserini's default
+    assert choose(rows[1:], 0.005) is None
+
+
 @pytest.mark.integration
 def test_every_pair_is_indexed_run_and_scored_then_cached(tmp_path, tiny_model, tiny_sae, monkeypatch):
     from splare_pyserini.bench import prune
@@ -37,10 +56,10 @@ def test_every_pair_is_indexed_run_and_scored_then_cached(tmp_path, tiny_model, 
 
     beir = build_tiny_beir(tmp_path / "beir")
     cfg = PruneConfig(dataset=str(beir), split="train", output=str(tmp_path / "prune"), model=str(tiny_model),
-                      sae=str(tiny_sae), topk=(0, 4), query_topk=(0, 6))
+                      sae=str(tiny_sae), topk=(0, 4), query_topk=(0, 6), min_idfs=(0.0, 0.3))
     report = run_prune_sweep(cfg)
-    rows = {(r["topk"], r["query_topk"]): r for r in report["rows"]}
-    assert set(rows) == {(0, 0), (0, 6), (4, 0), (4, 6)}
+    rows = {(r["topk"], r["query_topk"]): r for r in report["rows"] if r["min_idf"] == 0}
+    assert set(rows) == {(0, 0), (0, 6), (4, 0), (4, 6)} and len(report["rows"]) == 8
     assert rows[(4, 0)]["doc nnz"] <= 4 < rows[(0, 0)]["doc nnz"]
     assert rows[(0, 6)]["query nnz"] <= 6 < rows[(0, 0)]["query nnz"]
     assert rows[(4, 6)]["postings per query"] < rows[(0, 0)]["postings per query"]
@@ -51,7 +70,23 @@ def test_every_pair_is_indexed_run_and_scored_then_cached(tmp_path, tiny_model, 
     for line in (tmp_path / "prune" / "doc-4" / "corpus").glob("*.jsonl").__next__().open():
         assert len(json.loads(line)["vector"]) <= 4
     assert report["chosen"] == choose(report["rows"], cfg.tolerance)
-    assert "| doc k | query k | nDCG@10 |" in (tmp_path / "prune" / "prune.md").read_text()
+    assert "| doc k | query k | min idf | nDCG@10 |" in (tmp_path / "prune" / "prune.md").read_text()
+
+    # at min idf 0.3 Lucene's scores are the dot products of the queries without their terms of idf <= 0.3
+    cut_row = next(r for r in report["rows"] if r["min_idf"] == 0.3 and r["topk"] == 0 and r["query_topk"] == 0)
+    assert cut_row["query terms searched"] < rows[(0, 0)]["query terms searched"]
+    assert cut_row["postings per query"] < rows[(0, 0)]["postings per query"]
+    vectors = tmp_path / "prune" / "vectors"
+    docs = {d["id"]: d["vector"] for f in (vectors / "corpus").glob("*.jsonl") for d in map(json.loads, f.open())}
+    df = {t: sum(t in v for v in docs.values()) for v in docs.values() for t in v}
+    queries = {q["id"]: q["vector"] for q in map(json.loads, (vectors / "queries.jsonl").open())}
+    checked = 0
+    for line in (tmp_path / "prune" / "runs" / "doc-0-query-0-idf-0.3.trec").open():
+        qid, _, docid, _, score, _ = line.split()
+        kept = {t: w for t, w in queries[qid].items() if t in df and math.log(len(docs) / df[t]) > 0.3}
+        assert float(score) == pytest.approx(sum(w * docs[docid].get(t, 0) for t, w in kept.items()))
+        checked += 1
+    assert checked > 0
 
     monkeypatch.setattr(prune, "search_topics", fail_if_called("search_topics"))
     assert run_prune_sweep(cfg)["rows"] == report["rows"]  # every row cached

@@ -55,8 +55,10 @@ class BenchConfig:
     query_topk: int | None = option(None, "keep the k largest terms per query (splare, vocab)")
     token_k: int | None = option(None, "latents the SAE keeps per token (splare, splare-pruned; default: the "
                                        "model's own, a checkpoint's trained value)")
-    pruned_topk: int = option(256, "splare-pruned: latents kept per document")
-    pruned_query_topk: int = option(64, "splare-pruned: latents kept per query")
+    pruned_topk: int = option(256, "splare-pruned: latents kept per document (0: all)")
+    pruned_query_topk: int = option(64, "splare-pruned: latents kept per query (0: all)")
+    pruned_min_idf: float | None = option(None, "splare-pruned: Pyserini's --min-idf for its queries (default: "
+                                                "the run's --min-idf)")
     max_length: int = option(EncoderSettings.max_length, "document tokens kept (every encoder)")
     query_max_length: int = option(EncoderSettings.query_max_length, "query tokens kept (sparse encoders)")
     cost_docs: int | None = option(None, "documents timed for encode cost (default: 256; with --quick: 48)")
@@ -75,10 +77,13 @@ class BenchConfig:
         require(not unknown, f"systems: unknown {unknown}; choose from {list(SYSTEM_NAMES)}")
         require(bool(self.systems), f"systems: choose at least one of {list(SYSTEM_NAMES)}")
         check_fields(self)
-        for name in ("vocab_layer", "topk", "query_topk", "token_k", "pruned_topk", "pruned_query_topk", "max_length",
+        for name in ("vocab_layer", "topk", "query_topk", "token_k", "max_length",
                      "query_max_length", "cost_docs", "cost_repeats", "latency_queries"):
             value = getattr(self, name)
             require(value is None or value >= 1, f"{name}: must be >= 1, got {value}")
+        for name in ("pruned_topk", "pruned_query_topk", "pruned_min_idf"):
+            value = getattr(self, name)
+            require(value is None or value >= 0, f"{name}: must be >= 0, got {value}")
 
     @property
     def output_path(self) -> Path:
@@ -97,9 +102,10 @@ class BenchConfig:
 def cache_key(system: System, cfg: BenchConfig, n_docs: int, n_queries: int) -> dict:
     """What one system's row depends on: its config fields, the set's size and its model's content
     (a default retrained in place is measured again)."""
-    # token_k only when asked: rows cached before the field existed keep their keys
-    config = {name: getattr(cfg, name) for name in system.key_fields
-              if not (name == "token_k" and cfg.token_k is None)}
+    # token_k, pruned_min_idf and the run's min_idf only when asked: rows cached before those fields
+    # existed keep their keys
+    config = {name: cfg.run.key() if name == "run" else getattr(cfg, name) for name in system.key_fields
+              if not (name in ("token_k", "pruned_min_idf") and getattr(cfg, name) is None)}
     key = {"system": system.name, "config": config, "docs": n_docs, "queries": n_queries,
            "weights": content_hash(system.weights(cfg))}
     return json.loads(json.dumps(key, default=asdict))  # as saved: tuples are lists, configs dicts

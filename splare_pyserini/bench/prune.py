@@ -1,22 +1,29 @@
-"""Choose a model's top-k (latents kept per document and per query) by measurement, never on test.
+"""Choose a model's top-k (latents kept per document and per query) and Pyserini's ``--min-idf`` by
+measurement, never on test.
 
 The corpus and the split's queries are encoded once, unpruned; each document k is an index of the
 vectors cut to their k largest impacts, each query k a file of cut queries, and every pair is run
 and scored. Cutting integer impacts keeps what cutting the float weights keeps except at ties
 between equal impacts (broken here by latent id): close enough to choose a k, and the chosen k's
 final figure comes from the encoder itself (``--topk``/``--query-topk``, or a model trained with them).
+Each pair is also searched at every ``--min-idfs`` value: Pyserini's impact searcher leaves out the query
+terms whose idf in the index, ln(N / df), is not above it, and a latent that most documents hold costs
+the longest postings while separating few documents.
 
     python -m splare_pyserini.bench.prune --dataset nfcorpus --split dev --output runs/prune/nfcorpus.dev
 
 Writes ``prune.json`` and ``prune.md``: nDCG@10, R@100, non-zeros, index size and the postings a
 query reads (Lucene's cost: the summed document frequencies of its terms) per pair, and the cheapest
-pair within ``--tolerance`` nDCG@10 of the unpruned model.
+pair within ``--tolerance`` nDCG@10 of the unpruned model (at min idf 0, Pyserini's default).
+
+    python -m splare_pyserini.bench.prune --dataset nfcorpus --split dev --output runs/prune/nfcorpus.dev \
+        --topk 0 --query-topk 0 --min-idfs 0 0.1 0.2 0.3 0.4 0.5 0.7
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import check_fields, option, parse_config, require
@@ -26,7 +33,7 @@ from ..errors import cli_main
 from ..io import atomic_write, load_row, markdown_table, save_row, write_json
 from ..lucene.evaluate import DEFAULT_MEASURES, evaluate_run
 from ..lucene.index import index_size_bytes, index_vectors, read_index_info
-from ..lucene.postings import document_frequencies, mean_nonzeros, mean_postings
+from ..lucene.postings import document_frequencies, mean_nonzeros, mean_postings, read_vectors, searched
 from ..lucene.search import open_searcher, search_topics
 from ..model.settings import DEFAULT_MODEL, INFO_FILE, EncoderSettings
 from ..pipeline import RunSettings, qrels_file
@@ -47,6 +54,8 @@ class PruneConfig:
     query_topk: tuple[int, ...] = option((ALL, 16, 32, 64), "latents kept per query (0: all)")
     token_k: int | None = option(None, "latents the SAE keeps per token (default: the model's own, a "
                                        "checkpoint's trained value)")
+    min_idfs: tuple[float, ...] = option((0.0,), "Pyserini's --min-idf values each pair is searched at (query terms "
+                                                 "with idf = ln(N / df) at or below it are left out; 0: its default)")
     max_queries: int | None = option(None, "run only the first N queries of the split (by id order), e.g. a "
                                            "slice of a large train split")
     tolerance: float = option(0.005, "largest nDCG@10 loss against the unpruned model a chosen pair may have")
@@ -58,6 +67,8 @@ class PruneConfig:
         for name in ("topk", "query_topk"):
             values = getattr(self, name)
             require(bool(values) and all(k >= 0 for k in values), f"{name}: one or more k >= 0 (0: all)")
+        require(bool(self.min_idfs) and all(m >= 0 for m in self.min_idfs), "min_idfs: one or more values >= 0")
+        require(not self.run.min_idf, "min_idf: the sweep takes --min-idfs")
         require(self.max_queries is None or self.max_queries >= 1, "max_queries: must be >= 1")
         require(self.token_k is None or self.token_k >= 1, f"token_k: must be >= 1, got {self.token_k}")
         require(self.tolerance >= 0, "tolerance: must be >= 0")
@@ -93,13 +104,19 @@ def cut_folder(source: Path, dest: Path, k: int, kind: str) -> Path:
 
 
 def choose(rows: list[dict], tolerance: float) -> dict | None:
-    """The pair with the fewest postings read (then the smallest index) whose nDCG@10 is within
-    ``tolerance`` of the unpruned pair's."""
-    full = next((r for r in rows if r["topk"] == ALL and r["query_topk"] == ALL), None)
+    """The setting with the fewest postings read (then the smallest index) whose nDCG@10 is within
+    ``tolerance`` of the unpruned pair's at min idf 0."""
+    full = next((r for r in rows if r["topk"] == ALL and r["query_topk"] == ALL and not r.get("min_idf")), None)
     if full is None:
         return None
     within = [r for r in rows if r["nDCG@10"] >= full["nDCG@10"] - tolerance]
     return min(within, key=lambda r: (r["postings per query"], r["index MB"]))
+
+
+def searched_per_query(queries: Path, kept: set[str]) -> float:
+    """Mean number of a query file's terms that are sent to Lucene (those in ``kept``)."""
+    counts = [sum(t in kept for t in vector) for vector in read_vectors(queries)]
+    return sum(counts) / max(len(counts), 1)
 
 
 def run_prune_sweep(cfg: PruneConfig) -> dict:
@@ -123,34 +140,42 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
         index = output / f"doc-{k}" / "index"
         if read_index_info(index) is None:
             index_vectors(docs, index, threads=cfg.run.threads, overwrite=True)
-        freq, _ = document_frequencies(docs / "corpus")
-        for qk in cfg.query_topk:
+        freq, documents = document_frequencies(docs / "corpus")
+        for qk, m in ((qk, m) for qk in cfg.query_topk for m in cfg.min_idfs):
             queries = (cut_folder(vectors, output / f"query-{qk}", qk, "queries") if qk else vectors) / "queries.jsonl"
+            # postings: of the terms searched (counted so since min idf existed; older rows are recomputed)
             key = {"model": encoder.info()["model_hash"], "split": cfg.split, "queries": len(data.queries),
-                   "topk": k, "query_topk": qk, "run": asdict(cfg.run)}
-            cached = output / "rows" / f"doc-{k}-query-{qk}.json"
+                   "topk": k, "query_topk": qk, "run": cfg.run.key(), "postings": "searched terms",
+                   **({"min_idf": m} if m else {})}
+            name = f"doc-{k}-query-{qk}" + (f"-idf-{m:g}" if m else "")
+            cached = output / "rows" / f"{name}.json"
             row = load_row(cached, key)
             if row is None:
-                trec = search_topics(open_searcher(index, str(queries)), vectors / "topics.tsv",
-                                     output / "runs" / f"doc-{k}-query-{qk}.trec", cfg.run.hits, cfg.run.threads,
+                trec = search_topics(open_searcher(index, str(queries), m), vectors / "topics.tsv",
+                                     output / "runs" / f"{name}.trec", cfg.run.hits, cfg.run.threads,
                                      cfg.run.search_batch_size)
-                row = {"topk": k, "query_topk": qk, **evaluate_run(data.qrels, trec, qrels, DEFAULT_MEASURES),
+                kept = searched(freq, documents, m)
+                row = {"topk": k, "query_topk": qk, "min_idf": m,
+                       **evaluate_run(data.qrels, trec, qrels, DEFAULT_MEASURES),
                        "doc nnz": round(mean_nonzeros(docs / "corpus"), 1), "query nnz": round(mean_nonzeros(queries), 1),
-                       "postings per query": round(mean_postings(queries, freq)),
+                       "query terms searched": round(searched_per_query(queries, kept), 1),
+                       "postings per query": round(mean_postings(queries, freq, documents, m)),
                        "index MB": round(index_size_bytes(index) / 1e6, 3)}
                 save_row(cached, key, row)
-            log.info("doc k %s, query k %s: nDCG@10 %.4f", k or "all", qk or "all", row["nDCG@10"])
+            log.info("doc k %s, query k %s, min idf %g: nDCG@10 %.4f", k or "all", qk or "all", m, row["nDCG@10"])
             rows.append(row)
     chosen = choose(rows, cfg.tolerance)
     report = {"dataset": data.name, "split": cfg.split, "queries": len(data.queries), "model": cfg.model,
               "encoder": encoder.info(), "tolerance": cfg.tolerance, "rows": rows, "chosen": chosen}
     write_json(output / "prune.json", report)
-    columns = ["doc k", "query k", "nDCG@10", "R@100", "doc nnz", "query nnz", "postings per query", "index MB"]
-    table = markdown_table(columns, [[r["topk"] or "all", r["query_topk"] or "all", r["nDCG@10"], r["R@100"],
-                                      r["doc nnz"], r["query nnz"], r["postings per query"], r["index MB"]]
-                                     for r in rows])
+    columns = ["doc k", "query k", "min idf", "nDCG@10", "R@100", "doc nnz", "query nnz", "query terms searched",
+               "postings per query", "index MB"]
+    table = markdown_table(columns, [[r["topk"] or "all", r["query_topk"] or "all", f"{r['min_idf']:g}", r["nDCG@10"],
+                                      r["R@100"], r["doc nnz"], r["query nnz"], r["query terms searched"],
+                                      r["postings per query"], r["index MB"]] for r in rows])
     choice = (f"chosen (fewest postings within {cfg.tolerance} nDCG@10 of unpruned): doc k {chosen['topk'] or 'all'}, "
-              f"query k {chosen['query_topk'] or 'all'}" if chosen else "no unpruned row: nothing chosen")
+              f"query k {chosen['query_topk'] or 'all'}, min idf {chosen['min_idf']:g}" if chosen
+              else "no unpruned row: nothing chosen")
     with atomic_write(output / "prune.md") as out:
         out.write(f"**{data.name}** ({cfg.split}, {len(data.queries)} queries, {cfg.model})\n\n{table}\n\n{choice}\n")
     log.info(choice)

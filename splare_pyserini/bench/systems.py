@@ -8,7 +8,7 @@ only what the bench measures beyond it: encode cost and query latency. Adding a 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -20,6 +20,7 @@ from .timing import encode_cost, latency, queries_per_second, with_threads
 if TYPE_CHECKING:
     import torch
 
+    from ..pipeline import RunSettings
     from . import BenchConfig
 
 MEASURES = ("nDCG@10", "R@100", "MRR@10")
@@ -58,8 +59,10 @@ def register(system: System) -> System:
 
 # ---------------------------------------------------------------- sparse: SPLARE, pruned SPLARE, vocabulary twin
 
-def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings]) -> RunFn:
-    """A run function for the sparse system whose encoder ``settings(cfg)`` describes."""
+def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings],
+               run_settings: Callable[["BenchConfig"], "RunSettings"] = lambda cfg: cfg.run) -> RunFn:
+    """A run function for the sparse system whose encoder ``settings(cfg)`` describes, searched with
+    ``run_settings(cfg)`` (the bench's own, or a system's ``--min-idf``)."""
     def run(data: Dataset, _beir: Path, folder: Path, cfg: "BenchConfig") -> dict:
         from ..lucene.search import SaeQueryEncoder, open_searcher
         from ..model.encoder import SaeSparseEncoder
@@ -67,7 +70,8 @@ def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings]) -> RunFn:
         from ..pipeline import run_sparse_system
 
         encoder = SaeSparseEncoder(settings(cfg))
-        row = {"model": encoder.settings.model, **run_sparse_system(encoder, data, folder, cfg.run, MEASURES)}
+        how = run_settings(cfg)
+        row = {"model": encoder.settings.model, **run_sparse_system(encoder, data, folder, how, MEASURES)}
         # encode docs/s comes from the timed sample, measured as for dense (it replaces the pipeline's
         # whole-corpus figure, which is absent when finished chunks were reused)
         texts = [r.text for r in data.corpus[:cfg.cost_docs]]
@@ -83,8 +87,8 @@ def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings]) -> RunFn:
         vectors = folder / "vectors"
         topics = read_tsv_topics(vectors / "topics.tsv")
         queries = [q.text for q in topics][:cfg.latency_queries]
-        pre = open_searcher(folder / "index", str(vectors / "queries.jsonl"))
-        fly = open_searcher(folder / "index", SaeQueryEncoder(encoder))
+        pre = open_searcher(folder / "index", str(vectors / "queries.jsonl"), how.min_idf)
+        fly = open_searcher(folder / "index", SaeQueryEncoder(encoder), how.min_idf)
         row.update(latency(len(queries), lambda i: pre.search(queries[i], cfg.run.hits),
                            lambda i: fly.search(queries[i], cfg.run.hits)))
         row.update(batch_throughput(pre, topics, cfg))
@@ -199,10 +203,22 @@ register(System("bm25", "BM25", "s", SEARCHES + ("language",), run_bm25,
 register(System("splare", "SPLARE", "o", SPARSE + ("splare_model", "topk", "query_topk", "token_k"),
                 run_sparse(lambda cfg: splare_settings(cfg, cfg.topk, cfg.query_topk)),
                 weights=_splare_model))
-register(System("splare-pruned", "SPLARE pruned", "P", SPARSE + ("splare_model", "pruned_topk", "pruned_query_topk", "token_k"),
-                run_sparse(lambda cfg: splare_settings(cfg, cfg.pruned_topk, cfg.pruned_query_topk)),
-                weights=_splare_model,
-                describe=lambda cfg: f"SPLARE, top-{cfg.pruned_topk} doc / top-{cfg.pruned_query_topk} query latents"))
+def pruned_run(cfg: "BenchConfig") -> "RunSettings":
+    """The bench's run settings, at ``--pruned-min-idf`` where it is set."""
+    return cfg.run if cfg.pruned_min_idf is None else replace(cfg.run, min_idf=cfg.pruned_min_idf)
+
+
+def describe_pruned(cfg: "BenchConfig") -> str:
+    sides = " / ".join(f"top-{k} {side}" for k, side in ((cfg.pruned_topk, "doc"), (cfg.pruned_query_topk, "query")) if k)
+    cuts = [f"{sides} latents" if sides else "", f"min idf {cfg.pruned_min_idf:g}" if cfg.pruned_min_idf is not None else ""]
+    return "SPLARE, " + ", ".join(c for c in cuts if c) if any(cuts) else "SPLARE, unpruned"
+
+
+register(System("splare-pruned", "SPLARE pruned", "P",
+                SPARSE + ("splare_model", "pruned_topk", "pruned_query_topk", "pruned_min_idf", "token_k"),
+                run_sparse(lambda cfg: splare_settings(cfg, cfg.pruned_topk or None, cfg.pruned_query_topk or None),
+                           pruned_run),
+                weights=_splare_model, describe=describe_pruned))
 register(System("vocab", "vocab-SPLADE", "^", SPARSE + ("vocab_model", "vocab_layer", "topk", "query_topk"),
                 run_sparse(vocab_settings), weights=lambda cfg: cfg.vocab_model or BASE_MODEL,
                 describe=lambda cfg: "vocab-SPLADE" if cfg.vocab_model else "vocab-SPLADE (untrained)"))

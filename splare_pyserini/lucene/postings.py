@@ -9,6 +9,7 @@ and the postings a query reads.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +47,16 @@ def document_frequencies(corpus: Path) -> tuple[Counter, int]:
     return freq, documents
 
 
-def mean_postings(queries: Path, freq: Counter) -> float:
-    """Mean over queries of the postings their terms point to: what an impact query reads in Lucene."""
-    totals = [sum(freq[t] for t in vector) for vector in read_vectors(queries)]
+def searched(freq: Counter, documents: int, min_idf: float = 0.0) -> set[str]:
+    """The terms Pyserini's impact searcher sends to Lucene: idf = ln(N / df) above ``min_idf``."""
+    return {t for t, df in freq.items() if math.log(documents / df) > min_idf}
+
+
+def mean_postings(queries: Path, freq: Counter, documents: int | None = None, min_idf: float = 0.0) -> float:
+    """Mean over queries of the postings their terms point to: what an impact query reads in Lucene
+    (with ``documents``: only the terms searched at ``min_idf``)."""
+    kept = searched(freq, documents, min_idf) if documents else freq.keys()
+    totals = [sum(freq[t] for t in vector if t in kept) for vector in read_vectors(queries)]
     return sum(totals) / max(len(totals), 1)
 
 
@@ -63,9 +71,11 @@ class PostingStats:
                 "postings per query": round(self.postings_per_query)}
 
 
-def posting_stats(corpus: Path, queries: Path) -> PostingStats:
-    """Term count, posting breadth and postings read per query of an encoded corpus and its queries."""
+def posting_stats(corpus: Path, queries: Path, min_idf: float = 0.0) -> PostingStats:
+    """Term count, posting breadth and postings read per query of an encoded corpus and its queries
+    (the query terms searched at Pyserini's ``min_idf``: idf above it)."""
     freq, documents = document_frequencies(corpus)
     postings = sum(freq.values())
     breadth = sum(df * df for df in freq.values()) / (max(documents, 1) * max(postings, 1))
-    return PostingStats(terms=len(freq), posting_df=breadth, postings_per_query=mean_postings(queries, freq))
+    return PostingStats(terms=len(freq), posting_df=breadth,
+                        postings_per_query=mean_postings(queries, freq, documents, min_idf))

@@ -32,6 +32,8 @@ from .index import read_index_info
 from .jvm import import_pyserini
 
 log = logging.getLogger(__name__)
+MIN_IDF_HELP = ("search only query terms whose idf in the index, ln(N / df), is above this (Pyserini's "
+                "--min-idf; 0: all but terms in every document)")
 
 
 class SaeQueryEncoder:
@@ -94,10 +96,14 @@ def _require_index(index: str | Path) -> str:
     return str(index)
 
 
-def open_searcher(index: str | Path, query_encoder):
+def open_searcher(index: str | Path, query_encoder, min_idf: float = 0.0):
     """A ``LuceneImpactSearcher`` over an impact index, after checking that the queries' settings
     match the index's: ``query_encoder`` is a :class:`SaeQueryEncoder`, a ``SaeSparseEncoder``, or
-    the path of a ``queries.jsonl`` written by ``encode`` (its ``encode_info.json`` is checked)."""
+    the path of a ``queries.jsonl`` written by ``encode`` (its ``encode_info.json`` is checked).
+
+    ``min_idf`` is Pyserini's: a query term is searched only if its idf in the index, ln(N / df), is
+    above it. At 0 (Pyserini's default) only terms in every document, or in none, are left out; a
+    latent held by most documents ranks little and costs the longest postings Lucene walks."""
     from ..model.encoder import SaeSparseEncoder
 
     index = _require_index(index)
@@ -113,7 +119,7 @@ def open_searcher(index: str | Path, query_encoder):
     else:
         check_compatible(index, query_encoder.info())
     lucene = import_pyserini("pyserini.search.lucene")
-    return lucene.LuceneImpactSearcher(index, query_encoder)
+    return lucene.LuceneImpactSearcher(index, query_encoder, min_idf=min_idf)
 
 
 def bm25_language(index: str | Path) -> str:
@@ -176,6 +182,7 @@ class SearchConfig:
     encoded_queries: str | None = option(None, "queries.jsonl from encode, instead of encoding on the fly")
     bm25: bool = option(False, "plain BM25 on a bag-of-words index")
     remove_query: bool = option(False, "drop hits whose docid equals the query id")
+    min_idf: float = option(0.0, MIN_IDF_HELP)
     device: str = option("cpu", "torch device of the query encoder")
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
 
@@ -183,6 +190,7 @@ class SearchConfig:
         check_fields(self)
         for name in ("hits", "threads", "batch_size"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
+        require(self.min_idf >= 0, f"min_idf: must be >= 0, got {self.min_idf}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,12 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.bm25:
         searcher = open_bm25_searcher(cfg.index)
     elif cfg.encoded_queries:
-        searcher = open_searcher(cfg.index, cfg.encoded_queries)
+        searcher = open_searcher(cfg.index, cfg.encoded_queries, cfg.min_idf)
     else:
         _require_index(cfg.index)
         from ..model.encoder import SaeSparseEncoder
 
-        searcher = open_searcher(cfg.index, SaeSparseEncoder(cfg.encoder, device=cfg.device))
+        searcher = open_searcher(cfg.index, SaeSparseEncoder(cfg.encoder, device=cfg.device), cfg.min_idf)
     run = search_topics(searcher, cfg.topics, cfg.output, cfg.hits, cfg.threads, cfg.batch_size, cfg.remove_query)
     log.info("wrote %s", run)
 
