@@ -73,6 +73,8 @@ class XquadConfig:
     systems: tuple[str, ...] = option(DEFAULT_SYSTEMS, f"systems to score, of: {', '.join(SYSTEMS)}")
     twin: str | None = option(None, f"a vocabulary-twin checkpoint of {ME5} (train --model {ME5} --sae vocab), "
                                     f"scored as the system {TWIN} (added to --systems)")
+    tuned: str = option(ME5_TUNED, f"the fine-tuned SPLARE checkpoint of {ME5} scored as the system {ME5_TUNED} "
+                                   "(default: the shipped one; its rows are cached by its content)")
     max_length: int = option(256, "paragraph tokens kept (every encoder)")
     run: RunSettings = field(default_factory=RunSettings)
 
@@ -80,6 +82,8 @@ class XquadConfig:
         check_fields(self)
         unknown = [s for s in self.systems if s not in SYSTEMS]
         require(not unknown, f"systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
+        if self.tuned != ME5_TUNED:
+            check_tuned(self.tuned)
         if self.twin is not None:
             check_twin(self.twin)
             if TWIN not in self.systems:
@@ -125,6 +129,15 @@ class MemoizedEncoder:
         return getattr(self.encoder, name)
 
 
+def check_tuned(path: str) -> None:
+    """One line, before any set runs, if ``path`` is not an SAE checkpoint of multilingual-e5-small."""
+    from .model.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    require(ckpt is not None and ckpt.projection != VOCAB and ckpt.base_model in (ME5, f"intfloat/{ME5}"),
+            f"tuned: {path} is not an SAE checkpoint of {ME5} (train --model {ME5} --sae <SAE>)")
+
+
 def _sparse(settings: Callable[[XquadConfig], EncoderSettings]):
     def run(data: Dataset, _folder: Path, work: Path, cfg: XquadConfig, _lang: str, encoders: dict) -> dict:
         from .model.encoder import SaeSparseEncoder
@@ -155,7 +168,7 @@ def _bm25(data: Dataset, folder: Path, work: Path, cfg: XquadConfig, lang: str, 
 
 
 RUNS = {"splare-me5": _sparse(lambda cfg: EncoderSettings(model=ME5, sae=ME5_SAE, max_length=cfg.max_length)),
-        "splare-me5-small": _sparse(lambda cfg: EncoderSettings(model=ME5_TUNED, max_length=cfg.max_length)),
+        "splare-me5-small": _sparse(lambda cfg: EncoderSettings(model=cfg.tuned, max_length=cfg.max_length)),
         "dense-me5": _dense,
         "splare-minilm": _sparse(lambda cfg: EncoderSettings(model=DEFAULT_MODEL, max_length=cfg.max_length)),
         "bm25": _bm25, TWIN: _sparse(lambda cfg: EncoderSettings(model=cfg.twin, max_length=cfg.max_length))}
@@ -163,7 +176,7 @@ RUNS = {"splare-me5": _sparse(lambda cfg: EncoderSettings(model=ME5, sae=ME5_SAE
 
 def weights(system: str, cfg: XquadConfig) -> tuple[str, ...]:
     """The model files a system's cached rows depend on (by content)."""
-    return {"splare-me5": (ME5, ME5_SAE), "splare-me5-small": (ME5_TUNED, ME5, ME5_SAE), "dense-me5": (ME5,),
+    return {"splare-me5": (ME5, ME5_SAE), "splare-me5-small": (cfg.tuned, ME5, ME5_SAE), "dense-me5": (ME5,),
             "splare-minilm": (DEFAULT_MODEL,), "bm25": (), TWIN: (cfg.twin or "", ME5)}[system]
 
 

@@ -172,6 +172,22 @@ def test_xquad_scores_a_vocabulary_twin_checkpoint_beside_the_defaults(tmp_path)
         XquadConfig(twin=str(twin))
 
 
+def test_xquad_scores_another_fine_tuned_checkpoint_as_splare_me5_small(tmp_path):
+    from splare_pyserini.xquad import XquadConfig, weights
+
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "splare.json").write_text(json.dumps({"format": "splare-checkpoint/1", "base_model": "multilingual-e5-small",
+                                                   "layer": 12, "projection": "sae"}))
+    cfg = XquadConfig(tuned=str(tuned))
+    assert weights("splare-me5-small", cfg)[0] == str(tuned)  # its rows are keyed by its content
+    assert weights("splare-me5-small", XquadConfig())[0] == "splare-me5-small"
+    (tuned / "splare.json").write_text(json.dumps({"format": "splare-checkpoint/1", "base_model": "multilingual-e5-small",
+                                                   "layer": 12, "projection": "vocab"}))
+    with pytest.raises(InputError, match="^tuned: .* is not an SAE checkpoint of multilingual-e5-small"):
+        XquadConfig(tuned=str(tuned))
+
+
 def test_xquad_encodes_each_distinct_list_of_texts_once_per_system():
     from splare_pyserini.xquad import MemoizedEncoder
 
