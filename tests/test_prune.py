@@ -39,6 +39,10 @@ def test_min_idf_is_swept_by_its_own_option_and_keyed_only_when_set():
         PruneConfig(min_idfs=(-0.1,))
     with pytest.raises(InputError, match="min_idf: must be >= 0"):
         RunSettings(min_idf=-1.0)
+    from splare_pyserini.lucene.search import SearchConfig
+
+    with pytest.raises(InputError, match="^min_idf: impact search only"):
+        SearchConfig(index="i", topics="t", output="o", bm25=True, min_idf=0.5)
     assert "min_idf" not in RunSettings().key()  # rows cached before it existed keep their keys
     assert RunSettings(min_idf=0.4).key()["min_idf"] == 0.4
     rows = [{"topk": 0, "query_topk": 0, "min_idf": 0.0, "nDCG@10": 0.50, "postings per query": 900, "index MB": 9.0},

@@ -191,6 +191,7 @@ class SearchConfig:
         for name in ("hits", "threads", "batch_size"):
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
         require(self.min_idf >= 0, f"min_idf: must be >= 0, got {self.min_idf}")
+        require(not (self.bm25 and self.min_idf), "min_idf: impact search only (not with --bm25)")
 
 
 def main(argv: list[str] | None = None) -> None:
