@@ -83,6 +83,17 @@ def save_row(path: Path, key: dict, row: dict) -> None:
         json.dump({"key": key, "row": row}, out, indent=2)
 
 
+def fresh_folder(folder: Path, key: dict, force: bool) -> Path:
+    """``folder``, emptied when it holds another key's vectors and index (or with ``force``): the
+    encoders refuse to mix settings in one folder, and a killed run of the same key resumes."""
+    stamp = folder / "key.json"
+    if folder.exists() and (force or not stamp.is_file() or json.loads(stamp.read_text(encoding="utf-8")) != key):
+        shutil.rmtree(folder)
+    if not stamp.is_file():
+        write_json(stamp, key)
+    return folder
+
+
 def write_json(path: str | Path, obj: object) -> Path:
     """Atomically write ``obj`` as indented JSON (keys in insertion order) with a final newline."""
     with atomic_write(path) as out:

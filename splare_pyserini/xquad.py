@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 from .config import check_fields, option, parse_config, require
 from .datasets import Dataset, list_beir_folders, load_beir, resolve_beir_folder
 from .errors import InputError, cli_main
-from .io import atomic_write, load_row, markdown_table, save_row, write_json
+from .io import atomic_write, fresh_folder, load_row, markdown_table, save_row, write_json
 from .lucene.evaluate import DEFAULT_MEASURES
 from .lucene.index import BM25_LANGUAGES
 from .model.artifacts import content_hash
@@ -236,7 +236,8 @@ def run_xquad(cfg: XquadConfig | None = None) -> dict:
             row = load_row(work / "result.json", key)
             log.info("%s %s: %s", folder.name, system, "cached" if row is not None else "running")
             if row is None:
-                row = RUNS[system](data, folder, work, cfg, doc_lang, encoders)
+                # another key's vectors (e.g. --tuned or the shipped weights changed) would be refused
+                row = RUNS[system](data, folder, fresh_folder(work, key, False), cfg, doc_lang, encoders)
                 save_row(work / "result.json", key, row)
             results[folder.name][system] = row
     write_json(output / "xquad.json", {"config": asdict(cfg), "results": results, "ratios": ratios(results),

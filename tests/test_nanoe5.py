@@ -218,3 +218,29 @@ def test_xquad_encodes_each_distinct_list_of_texts_once_per_system():
     memo.encode_with_stats(["Die Normannen", "waren ein Volk", "."])  # and another list
     memo.encode_with_stats(["Die Normannen\x00waren ein Volk"])  # one text is not two
     assert len(inner.calls) == 5 and memo.settings == "the wrapped encoder's"
+
+
+def test_xquad_recomputes_a_row_whose_settings_changed_in_an_emptied_folder(tmp_path, monkeypatch):
+    """A rerun after the weights or settings changed must not hand the old vectors to the encoder (which
+    refuses them); a row of the same key is cached and never rerun."""
+    import shutil
+    from dataclasses import replace
+
+    from helpers import build_tiny_beir
+    from splare_pyserini import xquad
+
+    beir = build_tiny_beir(tmp_path / "beir" / "xquad-en")
+    shutil.copy(beir / "qrels" / "train.tsv", beir / "qrels" / "test.tsv")
+    seen = []
+
+    def fake(_data, _folder, work, _cfg, lang, _encoders):
+        seen.append((lang, sorted(p.name for p in work.iterdir())))
+        (work / "vectors").mkdir()  # what a real system leaves behind
+        return {"nDCG@10": 0.5, "R@100": 1.0}
+
+    monkeypatch.setitem(xquad.RUNS, "bm25", fake)
+    cfg = xquad.XquadConfig(output=str(tmp_path / "out"), datasets=(str(beir),), systems=("bm25",))
+    assert xquad.run_xquad(cfg)["xquad-en"]["bm25"]["nDCG@10"] == 0.5
+    xquad.run_xquad(cfg)  # cached
+    xquad.run_xquad(replace(cfg, max_length=128))  # another key: the old vectors are gone
+    assert seen == [("en", ["key.json"]), ("en", ["key.json"])]

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..config import check_fields, option, parse_config, require
 from ..datasets import list_beir_folders, load_beir, resolve_beir_folder, write_beir_slice
 from ..errors import InputError, cli_main
-from ..io import atomic_write, load_row, save_row, write_json
+from ..io import atomic_write, fresh_folder, load_row, save_row, write_json
 from ..lucene.index import BM25_LANGUAGES
 from ..model.artifacts import content_hash
 from ..model.settings import DEFAULT_MODEL, EncoderSettings
@@ -109,17 +108,6 @@ def cache_key(system: System, cfg: BenchConfig, n_docs: int, n_queries: int) -> 
     key = {"system": system.name, "config": config, "docs": n_docs, "queries": n_queries,
            "weights": content_hash(system.weights(cfg))}
     return json.loads(json.dumps(key, default=asdict))  # as saved: tuples are lists, configs dicts
-
-
-def fresh_folder(folder: Path, key: dict, force: bool) -> Path:
-    """``folder``, emptied when it holds another key's vectors and index (or with ``force``): the
-    encoders refuse to mix settings in one folder, and a killed run of the same key resumes."""
-    stamp = folder / "key.json"
-    if folder.exists() and (force or not stamp.is_file() or json.loads(stamp.read_text(encoding="utf-8")) != key):
-        shutil.rmtree(folder)
-    if not stamp.is_file():
-        write_json(stamp, key)
-    return folder
 
 
 def bench_dataset(folder: Path, work: Path, cfg: BenchConfig) -> dict[str, dict]:
