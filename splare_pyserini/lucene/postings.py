@@ -52,10 +52,10 @@ def searched(freq: Counter, documents: int, min_idf: float = 0.0) -> set[str]:
     return {t for t, df in freq.items() if math.log(documents / df) > min_idf}
 
 
-def mean_postings(queries: Path, freq: Counter, documents: int | None = None, min_idf: float = 0.0) -> float:
-    """Mean over queries of the postings their terms point to: what an impact query reads in Lucene
-    (with ``documents``: only the terms searched at ``min_idf``)."""
-    kept = searched(freq, documents, min_idf) if documents else freq.keys()
+def mean_postings(queries: Path, freq: Counter, documents: int, min_idf: float = 0.0) -> float:
+    """Mean over queries of the postings their searched terms (idf above ``min_idf``) point to: what an
+    impact query reads in Lucene."""
+    kept = searched(freq, documents, min_idf)
     totals = [sum(freq[t] for t in vector if t in kept) for vector in read_vectors(queries)]
     return sum(totals) / max(len(totals), 1)
 
