@@ -124,3 +124,89 @@ def test_several_sources_get_equal_token_shares(tiny_model, tmp_path):
     tokenizer, backbone = load_backbone(str(tiny_model), 2)
     acts = collect_source_activations(tokenizer, backbone, [str(big), str(small)], 64, max_tokens=100)
     assert acts.shape[0] == 50 + 40  # the big source stops at its share; the small one gives all it has
+
+
+def _topk_pair(d_in=16, d_sae=64, k=4):
+    """sae-lens's TopKTrainingSAE and the sparse-step subclass with the same (perturbed) weights."""
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    from splare_pyserini.training.sae_step import SparseStepTopKTrainingSAE
+
+    torch.manual_seed(0)
+    def cfg():  # one each: sae-lens's trainer edits the config when it folds the activation scale in
+        return TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, normalize_activations="expected_average_only_in")
+
+    dense = TopKTrainingSAE(cfg())
+    with torch.no_grad():  # non-zero biases and unequal decoder norms, so every term of the step matters
+        dense.b_enc.normal_(0, 0.1)
+        dense.b_dec.normal_(0, 0.1)
+        dense.W_dec.mul_(torch.rand(d_sae, 1) + 0.5)
+    sparse = SparseStepTopKTrainingSAE(cfg())
+    sparse.load_state_dict(dense.state_dict())
+    return dense, sparse
+
+
+@pytest.mark.parametrize("dead_fraction", [0.0, 0.05, 0.5])
+def test_sparse_topk_step_equals_sae_lens_step(dead_fraction):
+    """Losses, gradients and firing counts of one step equal sae-lens's dense step (the auxiliary loss of
+    dead latents included: fewer dead latents than d_in/2, and more)."""
+    from sae_lens.saes.sae import TrainStepInput
+
+    dense, sparse = _topk_pair()
+    x = torch.randn(50, 16) * 3
+    dead = (torch.rand(64, generator=torch.Generator().manual_seed(1)) < dead_fraction) if dead_fraction else None
+    outputs = []
+    for sae in (dense, sparse):
+        sae.zero_grad()
+        out = sae.training_forward_pass(TrainStepInput(sae_in=x, dead_neuron_mask=dead, coefficients={},
+                                                       n_training_steps=0, is_logging_step=False))
+        out.loss.backward()
+        outputs.append((out, {name: p.grad.clone() for name, p in sae.named_parameters()}))
+    (a, grads_a), (b, grads_b) = outputs
+    for name in ("mse_loss", "auxiliary_reconstruction_loss"):
+        assert float(b.losses[name]) == pytest.approx(float(a.losses[name]), rel=1e-5, abs=1e-6), name
+    assert (float(a.losses["auxiliary_reconstruction_loss"]) > 0) == (dead is not None)
+    torch.testing.assert_close(b.sae_out, a.sae_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.hidden_pre, a.hidden_pre)
+    assert set(grads_a) == set(grads_b) == {"W_enc", "b_enc", "W_dec", "b_dec"}
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-6, msg=name)
+    # what sae-lens's trainer reads of the activations: per-latent firing counts, and the dense values on demand
+    assert torch.equal(b.feature_acts.bool().float().sum(0), a.feature_acts.bool().float().sum(0))
+    assert torch.equal(b.feature_acts.bool().float().sum(-2).bool(), a.feature_acts.bool().float().sum(-2).bool())
+    torch.testing.assert_close(b.feature_acts.to_dense(), a.feature_acts)
+    assert torch.equal(b.feature_acts > 0, a.feature_acts > 0)
+
+
+def test_sparse_topk_step_trains_like_sae_lens():
+    """sae-lens's own trainer (optimizer, schedule, dead-latent window) drives both SAEs over the same batches
+    to the same weights and the same dead latents."""
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from splare_pyserini.training.activations import ShuffledBatches
+
+    acts = torch.randn(2000, 16, generator=torch.Generator().manual_seed(2)) * torch.linspace(0.2, 3, 16)
+    trained, dead = [], []
+    for sae in _topk_pair():
+        cfg = SAETrainerConfig(total_training_samples=40 * 100, train_batch_size_samples=100, lr=4e-3, lr_end=4e-4,
+                               lr_scheduler_name="cosineannealing", lr_warm_up_steps=4, device="cpu",
+                               dead_feature_window=5, feature_sampling_window=20,
+                               logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=5)
+        trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=ShuffledBatches(acts, 100, seed=0))
+        trained.append(trainer.fit())
+        dead.append(trainer.dead_neurons.clone())
+    assert torch.equal(dead[0], dead[1]) and 0 < int(dead[0].sum())  # the auxiliary loss took part
+    for name, value in trained[0].state_dict().items():
+        torch.testing.assert_close(trained[1].state_dict()[name], value, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_sae_training_bench_times_both_steps_to_the_same_weights(tmp_path):
+    from splare_pyserini.bench.sae_training import SaeTrainingBenchConfig, bench_sae_training, main
+
+    result = bench_sae_training(SaeTrainingBenchConfig(d_in=16, d_sae=64, k=4, batch_size=64, steps=3, rounds=1))
+    assert set(result["seconds per step"]) == {"sae-lens", "sparse step"} and result["speed-up"] > 0
+    assert result["largest weight difference"] < 1e-5
+    main(["--d-in", "16", "--d-sae", "64", "--k", "4", "--batch-size", "64", "--steps", "2", "--rounds", "1",
+          "--output", str(tmp_path)])
+    assert json.loads((tmp_path / "sae_training.json").read_text())["config"]["d_sae"] == 64

@@ -107,9 +107,11 @@ def training_sae(cfg: TrainSaeConfig, d_in: int, metadata):
         return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
             **common, jumprelu_sparsity_loss_mode="quadratic", target_l0=float(cfg.k),
             l0_coefficient=cfg.l0_coefficient, l0_warm_up_steps=cfg.steps // 4))
-    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
-    return TopKTrainingSAE(TopKTrainingSAEConfig(**common, k=cfg.k))
+    from .sae_step import SparseStepTopKTrainingSAE
+
+    return SparseStepTopKTrainingSAE(TopKTrainingSAEConfig(**common, k=cfg.k))
 
 
 def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> Path:
@@ -193,12 +195,14 @@ def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
 def model_card(r: dict) -> str:
     jumprelu = r.get("architecture") == "jumprelu"
     kind, trainer = ("JumpReLU", "JumpReLUTrainingSAE") if jumprelu else ("TopK", "TopKTrainingSAE")
+    step = "" if jumprelu else ("; its TopK step is computed sparsely (`splare_pyserini.training.sae_step`), equal "
+                                "to sae-lens's to float rounding")
     acts_time = "collected elsewhere" if r["seconds_activations"] is None else f"{r['seconds_activations']} s"
     sparsity = (f"L0 target {r['k']} per token (quadratic L0 loss)" if jumprelu else f"k = {r['k']} active per token")
     return f"""# {kind} SAE for {r['model']}, layer {r['layer']}
 
 Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` and
-`{trainer}` (activation norm folded into the weights); loads with
+`{trainer}` (activation norm folded into the weights){step}; loads with
 `sae_lens.SAE.load_from_disk`.
 
 - hook: `{r['hook_name']}` (output of block {r['layer']}, i.e. Hugging Face `hidden_states[{r['layer']}]`),
