@@ -42,7 +42,7 @@ class SparseStepTopKTrainingSAE(TopKTrainingSAE):
         with torch.no_grad():
             # sae-lens's rescale_acts_by_decoder_norm: TopK on the pre-activations times the decoder norms,
             # whose activations are divided by the norms again when decoded
-            hidden_pre = torch.addmm(self.b_enc, sae_in, self.W_enc)
+            hidden_pre = sae_in @ self.W_enc + self.b_enc  # sae-lens's own expression: the same rounding, winners
             inverse_norm = None
             if self.cfg.rescale_acts_by_decoder_norm:
                 hidden_pre *= self.W_dec.norm(dim=-1)
