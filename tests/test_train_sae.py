@@ -210,3 +210,63 @@ def test_sae_training_bench_times_both_steps_to_the_same_weights(tmp_path):
     main(["--d-in", "16", "--d-sae", "64", "--k", "4", "--batch-size", "64", "--steps", "2", "--rounds", "1",
           "--output", str(tmp_path)])
     assert json.loads((tmp_path / "sae_training.json").read_text())["config"]["d_sae"] == 64
+
+
+def test_a_killed_sae_training_resumes_to_the_uninterrupted_weights(tmp_path, tiny_model, corpus, monkeypatch):
+    """Killed after its step-5 checkpoint, a rerun reads the cached token states (no backbone pass), replays the
+    batch order from the checkpoint and saves the weights an uninterrupted run saves; the work folder goes."""
+    from safetensors.torch import load_file
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    import splare_pyserini.training.sae as sae_module
+    from splare_pyserini.training import sae_work
+
+    monkeypatch.setattr(sae_work, "CHECKPOINT_STEPS", 2)  # 8 steps: checkpoints after steps 2, 4, 5 and 7
+
+    def config(name):
+        return TrainSaeConfig(input=str(corpus), output=str(tmp_path / name), model=str(tiny_model), layer=2, d_sae=48,
+                              k=4, steps=8, batch_size=64, max_length=32, max_tokens=2000, fp32=True)
+
+    whole = train_sae(config("whole"))
+    assert not (tmp_path / "whole.partial").exists()
+
+    real_step, calls = SAETrainer.step, []
+
+    def killed_at_step_6(self, batch):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(SAETrainer, "step", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(config("resumed"))
+    assert not (tmp_path / "resumed").exists() and (tmp_path / "resumed.partial" / "states.pt").is_file()
+    resumed_steps = []
+
+    def counted(self, batch):
+        resumed_steps.append(1)
+        return real_step(self, batch)
+
+    monkeypatch.setattr(SAETrainer, "step", counted)
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the states were collected again")
+
+    monkeypatch.setattr(sae_module, "collect_source_activations", no_backbone)
+    resumed = train_sae(config("resumed"))
+    assert len(resumed_steps) == 3 and not (tmp_path / "resumed.partial").exists()  # steps 6-8 only
+    a, b = load_file(whole / "sae_weights.safetensors"), load_file(resumed / "sae_weights.safetensors")
+    assert set(a) == set(b)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+    assert json.loads((resumed / "training.json").read_text())["steps"] == 8
+
+
+def test_sae_work_of_another_recipe_starts_over(tmp_path):
+    from splare_pyserini.training.sae_work import SaeWork
+
+    work = SaeWork(tmp_path / "sae", {"d_sae": 8})
+    assert work.states(lambda: torch.ones(3, 2)).sum() == 6
+    assert SaeWork(tmp_path / "sae", {"d_sae": 8}).states(lambda: torch.zeros(1)).sum() == 6  # read back
+    assert SaeWork(tmp_path / "sae", {"d_sae": 16}).states(lambda: torch.zeros(1)).sum() == 0  # new recipe

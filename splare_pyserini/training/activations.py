@@ -20,9 +20,17 @@ class ShuffledBatches(Iterator[torch.Tensor]):
         self._pos = 0
 
     def __next__(self) -> torch.Tensor:
+        return self.acts[self._next_indices()]
+
+    def skip(self, batches: int) -> None:
+        """Move past ``batches`` batches exactly as drawing them would (a resumed training's batch order)."""
+        for _ in range(batches):
+            self._next_indices()
+
+    def _next_indices(self) -> torch.Tensor:
         if self._pos + self.batch_size > len(self._perm):
             self._perm = torch.randperm(len(self.acts), generator=self.generator)
             self._pos = 0
         idx = self._perm[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
-        return self.acts[idx]
+        return idx

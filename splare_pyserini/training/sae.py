@@ -32,12 +32,15 @@ from ..model.backbone import TextBatcher, load_backbone
 from ..model.settings import ATTENTIONS, DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER
 from ..model.backbone import collect_activations
 from ..model.quantize import CALIBRATION_TOKENS, calibrate_quant_scale, calibrate_saved_sae
+from . import sae_work
 from .activations import ShuffledBatches
+from .sae_work import SaeWork
 
 __all__ = ["TrainSaeConfig", "train_sae", "training_texts", "reconstruction_stats", "calibrate_saved_sae",
            "calibrate_quant_scale", "model_card"]
 log = logging.getLogger(__name__)
 STATS_TOKENS = 20_000  # training states the saved SAE's quality figures are measured on
+NORM_ESTIMATE_BATCHES = 20  # batches sae-lens's trainer draws to estimate the activation scale
 ARCHITECTURES = ("topk", "jumprelu")
 
 
@@ -125,8 +128,10 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     torch.manual_seed(cfg.seed)
     started = time.time()
     tokenizer, backbone = load_backbone(cfg.model, cfg.layer, device=cfg.device, attention=cfg.attention)
-    acts = activations if activations is not None else collect_source_activations(
-        tokenizer, backbone, cfg.input, cfg.max_length, cfg.max_tokens)
+    # resumable unless the states are handed in (a sweep's short runs share them)
+    work = SaeWork(cfg.output, work_recipe(cfg)) if activations is None else None
+    acts = activations if work is None else work.states(lambda: collect_source_activations(
+        tokenizer, backbone, cfg.input, cfg.max_length, cfg.max_tokens))
     seconds_acts = time.time() - started if activations is None else None  # states handed in were timed elsewhere
     hook_name = f"{backbone.layers_name}.{cfg.layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
     metadata = SAEMetadata(model_name=cfg.model, hook_name=hook_name, context_size=cfg.max_length)
@@ -136,17 +141,28 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
         total_training_samples=steps * batch, train_batch_size_samples=batch, lr=cfg.lr, lr_end=cfg.lr / 10,
         lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(20, steps // 10), device=cfg.device,
         dead_feature_window=max(1, steps // 4), feature_sampling_window=max(1, steps // 2),
-        logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20)
-    trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae(cfg, acts.shape[1], metadata),
-                         data_provider=ShuffledBatches(acts, batch, cfg.seed))
+        logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=NORM_ESTIMATE_BATCHES,
+        n_checkpoints=0 if work is None else steps // sae_work.CHECKPOINT_STEPS,
+        checkpoint_path=None if work is None else str(work.checkpoints))
+    batches = ShuffledBatches(acts, batch, cfg.seed)
+    trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae(cfg, acts.shape[1], metadata), data_provider=batches)
     if cfg.b_dec_init == "mean":
         # the norm scale sae-lens would estimate, computed on every state, then the mean in those units
         scale = float(acts.shape[1] ** 0.5 / acts.norm(dim=1).mean())
         trainer.activation_scaler.scaling_factor = scale
         with torch.no_grad():
             trainer.sae.b_dec.copy_(acts.mean(0) * scale)
+    seconds_before = 0.0
+    if work is not None:
+        latest = work.latest()
+        if latest is not None:
+            checkpoint, record = latest
+            # the scale estimate drew its batches before the first step (not when b_dec_init set the scale)
+            sae_work.resume(trainer, checkpoint, batches, 0 if cfg.b_dec_init == "mean" else NORM_ESTIMATE_BATCHES)
+            seconds_before = record["seconds_training"]
+        trainer.save_checkpoint_fn = work.checkpointed(trainer, seconds_before)
     trained = trainer.fit().to("cpu")
-    seconds_train = time.time() - training_started
+    seconds_train = seconds_before + time.time() - training_started
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
     scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS])
     trained.cfg.metadata["splare_quant_scale"] = scale
@@ -170,7 +186,21 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
                   "fp16": not cfg.fp32, "quant_scale": scale, **stats}
         (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(record))
+    if work is not None:
+        work.finish()
     return output
+
+
+def work_recipe(cfg: TrainSaeConfig) -> dict:
+    """What a resumed run must share with the run it continues: everything but where the SAE goes and how
+    it is stored."""
+    from dataclasses import asdict
+
+    recipe = asdict(cfg)
+    for name in ("output", "fp32", "calibrate_only", "device"):
+        recipe.pop(name)
+    recipe["input"] = list(recipe["input"])
+    return recipe
 
 
 def device_name(device: str) -> str:
