@@ -9,6 +9,10 @@ was made. The defaults are the shipped SAE's recipe (layer 6, 8192 latents, k = 
     python -m splare_pyserini.train_sae --input scifact cranfield cacm --d-sae 32768 --steps 5000 --device cuda \
         --output models/wide-sae      # minutes on one GPU; the states and sae-lens's training both run there
 
+Killed? Rerun the same command: it resumes from its last checkpoint (``<output>.partial``, see
+:mod:`.sae_work`), without running the backbone again. The TopK step runs without dense latents
+(:mod:`.sae_step`), which makes thousands of steps a CPU job.
+
 ``--calibrate-only`` records ``splare_quant_scale`` in an existing SAE folder ``--output`` (e.g. a
 public SAE's local copy) from the states of the texts of ``--input``.
 """
