@@ -111,6 +111,7 @@ COMMANDS = [
     ("sae_sweep", "SweepConfig"), ("bench", "BenchConfig"), ("generalize", "GeneralizeConfig"),
     ("explain", "ExplainConfig"), ("label_latents", "LabelConfig"), ("bench.prune", "PruneConfig"),
     ("xquad", "XquadConfig"), ("models", "ModelsConfig"), ("bench.profile", "ProfileConfig"),
+    ("bench.sae_training", "SaeTrainingBenchConfig"),
     ("adapt", "AdaptConfig"),
 ]
 
