@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import require
 from .projection import TopKPlan, topk_plan, unexplained_variance
+from .topk import row_topk
 from .settings import POOLINGS, SATURATIONS
 
 TOKEN_CHUNK = 8192  # tokens per projection call on the dense path: bounds the (tokens x d_sae) matrix
@@ -107,7 +108,7 @@ class SparseLatentModel(nn.Module):
         for start in range(0, tokens.shape[0], TOPK_CHUNK):
             x = plan.prepare(tokens[start:start + TOPK_CHUNK].to(plan.weight.dtype)).to(dtype)
             with torch.no_grad():
-                values, index = torch.addmm(bias, x, weight).topk(plan.k, dim=1, sorted=False)
+                values, index = row_topk(torch.addmm(bias, x, weight), plan.k)
             if train:  # the same k values, now differentiable in x (and in the projection)
                 columns = weight.T[index]  # (tokens, k, d_in)
                 values = torch.einsum("nd,nkd->nk", x, columns) + bias[index]

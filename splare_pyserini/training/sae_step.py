@@ -18,6 +18,8 @@ import torch
 from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 from sae_lens.saes.topk_sae import TopKTrainingSAE
 
+from ..model.topk import row_topk
+
 __all__ = ["SparseStepTopKTrainingSAE", "sparse_step_supported"]
 # the CSR products used here (mm, sampled_addmm) are stable; PyTorch warns on every CSR tensor built
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -47,7 +49,7 @@ class SparseStepTopKTrainingSAE(TopKTrainingSAE):
             if self.cfg.rescale_acts_by_decoder_norm:
                 hidden_pre *= self.W_dec.norm(dim=-1)
                 inverse_norm = 1 / self.W_dec.norm(dim=-1)
-            winners = hidden_pre.topk(self.cfg.k, dim=-1, sorted=False).indices  # (n, k)
+            winners = row_topk(hidden_pre, self.cfg.k)[1]  # (n, k)
             values = hidden_pre.gather(1, winners)
         acts = values.relu()  # sae-lens's feature_acts at the winners
         sae_out = SparseDecode.apply(sae_in, self.W_enc, self.b_enc, self.W_dec, winners,
