@@ -146,11 +146,15 @@ def _topk_pair(d_in=16, d_sae=64, k=4):
     return dense, sparse
 
 
-@pytest.mark.parametrize("dead_fraction", [0.0, 0.05, 0.5])
-def test_sparse_topk_step_equals_sae_lens_step(dead_fraction):
+@pytest.mark.parametrize("dead_fraction,dense_aux", [(0.0, 8), (0.05, 8), (0.5, 8), (0.05, 0), (0.5, 0)])
+def test_sparse_topk_step_equals_sae_lens_step(dead_fraction, dense_aux, monkeypatch):
     """Losses, gradients and firing counts of one step equal sae-lens's dense step (the auxiliary loss of
-    dead latents included: fewer dead latents than d_in/2, and more)."""
+    dead latents included: fewer dead latents than d_in/2, and more; on its dense and its sparse path)."""
     from sae_lens.saes.sae import TrainStepInput
+
+    from splare_pyserini.training import sae_step
+
+    monkeypatch.setattr(sae_step, "DENSE_AUX_FACTOR", dense_aux)
 
     dense, sparse = _topk_pair()
     x = torch.randn(50, 16) * 3

@@ -6,9 +6,9 @@ loss of dead latents; on a GPU that is cheap, on a CPU it is most of a step, so 
 convergence (thousands of steps) needed a GPU. This subclass computes the same step: the same
 pre-activations and winners (picked without gradient), then the decode and every gradient a TopK
 step has (it reaches only the k winners of each state) as sparse (CSR) products with exactly k
-entries per state, and the auxiliary loss of dead latents the same way. Losses
-and gradients equal sae-lens's to float rounding (tested); everything else (optimizer, schedule, dead
-latent tracking, saving) is sae-lens's own trainer.
+entries per state, and the auxiliary loss from the dead latents' columns only (dense products over
+them when they are few, sparse ones otherwise). Losses and gradients equal sae-lens's to float rounding
+(tested); everything else (optimizer, schedule, dead latent tracking, saving) is sae-lens's own trainer.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ..model.topk import row_topk
 __all__ = ["SparseStepTopKTrainingSAE", "sparse_step_supported"]
 # the CSR products used here (mm, sampled_addmm) are stable; PyTorch warns on every CSR tensor built
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+DENSE_AUX_FACTOR = 8  # up to this many dead latents per auxiliary winner, the dense aux path was faster here
 
 
 def sparse_step_supported(sae: TopKTrainingSAE) -> bool:
@@ -72,10 +73,16 @@ class SparseStepTopKTrainingSAE(TopKTrainingSAE):
         k_aux = min(k_aux, num_dead)
         columns = dead.nonzero().squeeze(1)
         with torch.no_grad():
-            picked = columns[hidden_pre[:, columns].topk(k_aux, dim=-1, sorted=False).indices]  # (n, k_aux)
-            values = hidden_pre.gather(1, picked)
-        recons = SparseDecode.apply(sae_in, self.W_enc, self.b_enc, self.W_dec, picked,
-                                    _decoded(values, picked, inverse_norm), False)
+            chosen = hidden_pre[:, columns].topk(k_aux, dim=-1, sorted=False).indices  # (n, k_aux) of columns
+        if num_dead <= DENSE_AUX_FACTOR * k_aux:
+            # few dead latents: dense products over their columns cost less than k_aux-wide sparse ones
+            keep = torch.zeros(hidden_pre.shape[0], num_dead, dtype=sae_in.dtype, device=sae_in.device)
+            keep.scatter_(1, chosen, 1.0)
+            recons = (torch.addmm(self.b_enc[columns], sae_in, self.W_enc[:, columns]) * keep) @ self.W_dec[columns]
+        else:
+            picked = columns[chosen]
+            recons = SparseDecode.apply(sae_in, self.W_enc, self.b_enc, self.W_dec, picked,
+                                        _decoded(hidden_pre.gather(1, picked), picked, inverse_norm), False)
         residual = (x - sae_out).detach()
         return self.cfg.aux_loss_coefficient * scale * (recons - residual).pow(2).sum(dim=-1).mean()
 
