@@ -264,13 +264,16 @@ def test_a_killed_sae_training_resumes_to_the_uninterrupted_weights(tmp_path, ti
     assert set(a) == set(b)
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
-    assert json.loads((resumed / "training.json").read_text())["steps"] == 8
+    record = json.loads((resumed / "training.json").read_text())
+    assert record["steps"] == 8 and record["seconds_activations"] is not None
 
 
 def test_sae_work_of_another_recipe_starts_over(tmp_path):
     from splare_pyserini.training.sae_work import SaeWork
 
     work = SaeWork(tmp_path / "sae", {"d_sae": 8})
-    assert work.states(lambda: torch.ones(3, 2)).sum() == 6
-    assert SaeWork(tmp_path / "sae", {"d_sae": 8}).states(lambda: torch.zeros(1)).sum() == 6  # read back
-    assert SaeWork(tmp_path / "sae", {"d_sae": 16}).states(lambda: torch.zeros(1)).sum() == 0  # new recipe
+    states, seconds = work.states(lambda: torch.ones(3, 2))
+    assert states.sum() == 6 and seconds >= 0
+    again, again_seconds = SaeWork(tmp_path / "sae", {"d_sae": 8}).states(lambda: torch.zeros(1))
+    assert again.sum() == 6 and again_seconds == seconds  # read back, with the collection's own time
+    assert SaeWork(tmp_path / "sae", {"d_sae": 16}).states(lambda: torch.zeros(1))[0].sum() == 0  # new recipe

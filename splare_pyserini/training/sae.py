@@ -130,13 +130,14 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     from sae_lens.training.sae_trainer import SAETrainer
 
     torch.manual_seed(cfg.seed)
-    started = time.time()
     tokenizer, backbone = load_backbone(cfg.model, cfg.layer, device=cfg.device, attention=cfg.attention)
     # resumable unless the states are handed in (a sweep's short runs share them)
     work = SaeWork(cfg.output, work_recipe(cfg)) if activations is None else None
-    acts = activations if work is None else work.states(lambda: collect_source_activations(
-        tokenizer, backbone, cfg.input, cfg.max_length, cfg.max_tokens))
-    seconds_acts = time.time() - started if activations is None else None  # states handed in were timed elsewhere
+    seconds_acts = None  # states handed in were timed elsewhere
+    if work is not None:
+        activations, seconds_acts = work.states(lambda: collect_source_activations(
+            tokenizer, backbone, cfg.input, cfg.max_length, cfg.max_tokens))
+    acts = activations
     hook_name = f"{backbone.layers_name}.{cfg.layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
     metadata = SAEMetadata(model_name=cfg.model, hook_name=hook_name, context_size=cfg.max_length)
     steps, batch = cfg.steps, cfg.batch_size

@@ -38,16 +38,20 @@ class SaeWork:
                 out.write(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
         self.checkpoints = self.folder / "checkpoints"
 
-    def states(self, collect: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """The token states: collected once, then read back."""
-        path = self.folder / "states.pt"
-        if path.is_file():
+    def states(self, collect: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """The token states and the seconds their collection took: collected once, then read back."""
+        path, timing = self.folder / "states.pt", self.folder / "states.json"
+        if path.is_file() and timing.is_file():
             log.info("token states from %s", path)
-            return torch.load(path)
+            return torch.load(path), json.loads(timing.read_text())["seconds"]
+        started = time.time()
         states = collect()
+        seconds = round(time.time() - started, 1)
         with atomic_write(path, "wb") as out:
             torch.save(states, out)
-        return states
+        with atomic_write(timing) as out:
+            out.write(json.dumps({"seconds": seconds}) + "\n")
+        return states, seconds
 
     def latest(self) -> tuple[Path, dict] | None:
         """The newest complete checkpoint (one whose ``done.json`` was written after its files) and its record."""
