@@ -26,6 +26,8 @@ DONE = "done.json"
 
 
 class SaeWork:
+    """``<output>.partial``: the recipe it belongs to, the token states, the latest complete checkpoint."""
+
     def __init__(self, output: str | Path, recipe: dict):
         self.folder = Path(f"{output}.partial")
         recorded = self.folder / "recipe.json"
