@@ -38,7 +38,6 @@ from ..model.backbone import collect_activations
 from ..model.quantize import CALIBRATION_TOKENS, calibrate_quant_scale, calibrate_saved_sae
 from . import sae_work
 from .activations import ShuffledBatches
-from .sae_work import SaeWork
 
 __all__ = ["TrainSaeConfig", "train_sae", "training_texts", "reconstruction_stats", "calibrate_saved_sae",
            "calibrate_quant_scale", "model_card"]
@@ -132,7 +131,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     torch.manual_seed(cfg.seed)
     tokenizer, backbone = load_backbone(cfg.model, cfg.layer, device=cfg.device, attention=cfg.attention)
     # resumable unless the states are handed in (a sweep's short runs share them)
-    work = SaeWork(cfg.output, work_recipe(cfg)) if activations is None else None
+    work = sae_work.SaeWork(cfg.output, work_recipe(cfg)) if activations is None else None
     seconds_acts = None  # states handed in were timed elsewhere
     if work is not None:
         activations, seconds_acts = work.states(lambda: collect_source_activations(
