@@ -216,6 +216,28 @@ def test_sae_training_bench_times_both_steps_to_the_same_weights(tmp_path):
     assert json.loads((tmp_path / "sae_training.json").read_text())["config"]["d_sae"] == 64
 
 
+def test_sae_training_bench_reads_saved_states_and_names_a_bad_states_file(tmp_path, capsys):
+    from splare_pyserini.bench.sae_training import SaeTrainingBenchConfig, bench_sae_training, cli
+
+    good = tmp_path / "states.pt"
+    torch.save(torch.randn(256, 12), good)
+    result = bench_sae_training(SaeTrainingBenchConfig(d_sae=32, k=4, batch_size=64, steps=2, rounds=1,
+                                                       states=str(good)))
+    assert result["d_in"] == 12
+    capsys.readouterr()  # the trainers' progress bars
+    (tmp_path / "junk.pt").write_text("not a tensor")
+    torch.save(torch.randn(10, 12), tmp_path / "short.pt")
+    torch.save({"states": torch.randn(256, 12)}, tmp_path / "dict.pt")
+    for name, message in [("missing.pt", "no such file"), ("junk.pt", "not a torch-saved tensor"),
+                          ("short.pt", "got (10, 12)"), ("dict.pt", "got dict")]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli(["--d-sae", "32", "--k", "4", "--batch-size", "64", "--steps", "1", "--rounds", "1",
+                  "--states", str(tmp_path / name)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and name in err[0] and message in err[0] and "--states" in err[0], err
+
+
 def test_a_killed_sae_training_resumes_to_the_uninterrupted_weights(tmp_path, tiny_model, corpus, monkeypatch):
     """Killed after its step-5 checkpoint, a rerun reads the cached token states (no backbone pass), replays the
     batch order from the checkpoint and saves the weights an uninterrupted run saves; the work folder goes."""

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ..config import check_fields, option, parse_config, require
-from ..errors import cli_main
+from ..errors import InputError, cli_main
 from ..io import markdown_table, write_json
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,23 @@ def _trainer(sae, states, cfg: SaeTrainingBenchConfig):
     return SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=ShuffledBatches(states, cfg.batch_size, seed=0))
 
 
+def _load_states(path: str, batch_size: int):
+    """The ``--states`` tensor, or a one-line error naming the file: torch's own errors are pages long."""
+    import torch
+
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (--states)") from None
+    except Exception as err:  # pickle, zip and torch errors alike
+        raise InputError(f"{path}: not a torch-saved tensor ({type(err).__name__}) (--states)") from None
+    if not isinstance(states, torch.Tensor) or states.dim() != 2 or states.shape[0] < batch_size:
+        shape = tuple(states.shape) if isinstance(states, torch.Tensor) else type(states).__name__
+        raise InputError(f"{path}: expected a (tokens x d_in) tensor of at least --batch-size {batch_size} rows, "
+                         f"got {shape} (--states)")
+    return states.float()
+
+
 def bench_sae_training(cfg: SaeTrainingBenchConfig) -> dict:
     """Seconds per step of each implementation (best round), their ratio, and the largest weight difference."""
     import torch
@@ -68,7 +85,7 @@ def bench_sae_training(cfg: SaeTrainingBenchConfig) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    states = (torch.load(cfg.states).float() if cfg.states
+    states = (_load_states(cfg.states, cfg.batch_size) if cfg.states
               else torch.randn(max(20 * cfg.batch_size, 100_000), cfg.d_in, generator=torch.Generator().manual_seed(0)))
     d_in = states.shape[1]
 
