@@ -144,3 +144,29 @@ def test_leave_one_out_settings_are_checked_before_any_work():
         GeneralizeConfig(layer=0)
     with pytest.raises(InputError, match="train_weight and corpus_weight: must be >= 0, and not both 0"):
         GeneralizeConfig(train_weight=0, corpus_weight=0)
+
+
+def test_a_killed_run_takes_its_training_child_with_it(tmp_path):
+    """SIGTERM to the process that runs a child trainer ends the child too (no orphan goes on writing the
+    folder a rerun resumes from) and exits as an interrupt; a failing child is a one-line error."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    stmt = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = subprocess.Popen([sys.executable, "-c", "from pathlib import Path\n"
+                               "from splare_pyserini.generalize import run_child\n"
+                               f"run_child('timeit', ['-n', '1', {stmt!r}], Path('x'))"])
+    deadline = time.time() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) != 0
+    with pytest.raises(ProcessLookupError):  # ended and reaped by the parent
+        os.kill(child, 0)
+    with pytest.raises(generalize.ArtifactError, match="training x failed .exit 1.; rerun to resume"):
+        generalize.run_child("timeit", ["-n", "1", "raise SystemExit(1)"], Path("x"))
