@@ -19,13 +19,10 @@ import hashlib
 import json
 import logging
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import child
 from .config import check_fields, config_to_argv, option, parse_config, require
 from .datasets import Dataset, load_beir, resolve_beir_folder
 from .errors import ArtifactError, cli_main
@@ -127,31 +124,11 @@ def recipe_tag(fields: dict) -> str:
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def run_child(module: str, argv: list[str], what: Path) -> None:
     """Train in a child interpreter: this process has booted the JVM (BM25, indexing), and libtorch
-    training under the JVM's signal handlers crashes (SIGSEGV); the child also resumes a killed run.
-    A ``kill`` of this process (SIGTERM) or an interrupt takes the child with it: an orphaned trainer
-    would go on writing the folder that the rerun resumes from."""
-    proc = subprocess.Popen([sys.executable, "-m", module, *argv])
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
-    try:
-        returncode = proc.wait()
-    except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    training under the JVM's signal handlers crashes (SIGSEGV); the child also resumes a killed run,
+    and a killed run ends its child (:mod:`splare_pyserini.child`)."""
+    returncode = child.run_child(module, argv).returncode
     if returncode != 0:
         raise ArtifactError(f"training {what} failed (exit {returncode}); rerun to resume")
 

@@ -8,11 +8,11 @@ would re-run a user's script that lacks a main guard); request and answer travel
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from ..child import run_child
 from ..errors import ArtifactError
 
 
@@ -23,8 +23,7 @@ def bm25_top_docs_in_child(queries: list[str], folder: str, cache: str, depth: i
         request, answer = Path(tmp) / "request.json", Path(tmp) / "hits.json"
         request.write_text(json.dumps({"queries": queries, "folder": folder, "cache": cache, "depth": depth,
                                        "threads": threads}), encoding="utf-8")
-        proc = subprocess.run([sys.executable, "-m", __name__, str(request), str(answer)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = run_child(__name__, [str(request), str(answer)], capture_output=True)  # ends with this process
         if proc.returncode != 0 or not answer.is_file():
             tail = "\n".join(proc.stdout.strip().splitlines()[-5:])
             raise ArtifactError(f"BM25 negative mining for {folder} failed (exit {proc.returncode}): {tail}")
