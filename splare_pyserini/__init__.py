@@ -5,6 +5,15 @@ The main classes are re-exported lazily, so ``import splare_pyserini`` loads nei
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+
+# Large tensors on transparent huge pages (PyTorch's own switch, read once, at torch's first
+# allocation, hence here, before torch is imported): encoding allocates the same large blocks batch
+# after batch, and on 4 KiB pages each one is page-faulted and zeroed again page by page. Same values,
+# fewer faults; THP_MEM_ALLOC_ENABLE=0 in the environment keeps PyTorch's default.
+if "torch" not in sys.modules:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __version__ = "0.1.0"
 
