@@ -7,8 +7,9 @@ nDCG@10, R@100, MRR@10, non-zeros, index size, encode docs/s, encode cost as a r
 backbone's own forward pass up to the same layer and to the floor (that pass plus one dense
 ``d_in x d_sae`` matmul), query latency p50/p95 (one thread; queries pre-encoded and encoded on
 the fly), queries per second of a two-thread batch search, and each figure's ratio to BM25. Each system's row is cached
-per set under ``--output``, keyed by the settings it depends on; ``--quick`` is a CI-sized smoke
-run on a slice of each set.
+per set under ``--output``, keyed by the settings it depends on; a set whose rows are not all cached is
+measured again whole, so its ratios always compare timings taken side by side in one run (each row
+records when, ``measured``). ``--quick`` is a CI-sized smoke run on a slice of each set.
 
     SPLARE_BEIR_DIR=../shared/data/beir python -m splare_pyserini.bench --output runs/bench
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -114,16 +116,22 @@ def bench_dataset(folder: Path, work: Path, cfg: BenchConfig) -> dict[str, dict]
     """{system: row} for one BEIR folder; each row is cached in ``<work>/<system>/result.json``."""
     cfg = cfg.resolved()
     data = load_beir(folder, "test", need_qrels=True)
-    rows: dict[str, dict] = {}
-    for name in cfg.systems:
+    keys = {name: cache_key(REGISTRY[name], cfg, len(data.corpus), len(data.queries)) for name in cfg.systems}
+    rows: dict[str, dict | None] = {name: None if cfg.force else load_row(work / name / "result.json", key)
+                                    for name, key in keys.items()}
+    if any(row is None for row in rows.values()):
+        # timings are compared only side by side: once one row is measured, every row of the set is
+        # measured again in this run (an unchanged row's vectors and index are reused, so only its
+        # searches and timings run again)
+        rows = dict.fromkeys(rows)
+    measured = time.strftime("%Y-%m-%dT%H:%M:%S")
+    for name, key in keys.items():
         system = REGISTRY[name]
-        cached = work / name / "result.json"
-        key = cache_key(system, cfg, len(data.corpus), len(data.queries))
-        row = None if cfg.force else load_row(cached, key)
+        row = rows[name]
         log.info("%s %s: %s", folder.name, name, "cached" if row is not None else "running")
         if row is None:
-            row = system.run(data, folder, fresh_folder(work / name, key, cfg.force), cfg)
-            save_row(cached, key, row)
+            row = {**system.run(data, folder, fresh_folder(work / name, key, cfg.force), cfg), "measured": measured}
+            save_row(work / name / "result.json", key, row)
         rows[name] = {"label": system.label_for(cfg), **row}
     add_ratios(rows)
     return rows
