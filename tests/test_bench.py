@@ -169,6 +169,31 @@ def test_min_idf_reaches_the_searchers_and_keys_rows_only_when_set():
         parse_config(bench.BenchConfig, ["--pruned-min-idf", "-1"], "bench")
 
 
+def test_a_system_that_only_searches_differently_links_splares_vectors(tmp_path):
+    """--pruned-min-idf alone prunes at search time: the pruned system reuses SPLARE's vectors and index
+    (hard links) instead of encoding the corpus again; any other setting encodes its own."""
+    idf_only = parse_config(bench.BenchConfig, ["--pruned-topk", "0", "--pruned-query-topk", "0",
+                                                "--pruned-min-idf", "0.4"], "bench").resolved()
+    assert systems.pruned_shares_with(idf_only) == "splare"
+    assert systems.pruned_shares_with(replace(idf_only, systems=("bm25", "splare-pruned"))) is None
+    assert systems.pruned_shares_with(bench.BenchConfig().resolved()) is None  # top-256 / top-64: its own vectors
+    info = {"model_hash": "m", "sae_hash": "s", "layer": 6}
+    source = tmp_path / "splare"
+    for part in ("vectors/corpus", "vectors/stats", "index"):
+        (source / part).mkdir(parents=True)
+    chunk = source / "vectors" / "corpus" / "part-000-00000.jsonl"
+    chunk.write_text('{"id": "d1", "contents": "", "vector": {"L1": 3}}\n')
+    (source / "vectors" / "stats" / "part-000-00000.json").write_text("{}")
+    (source / "vectors" / "encode_info.json").write_text(json.dumps({**info, "corpus": {"topk": None}}))
+    assert not systems.link_vectors(source, tmp_path / "pruned", info)  # no finished index to share
+    (source / "index" / "splare_index_info.json").write_text("{}")
+    assert not systems.link_vectors(source, tmp_path / "other", {**info, "layer": 4})  # other settings
+    assert systems.link_vectors(source, tmp_path / "pruned", info)
+    linked = tmp_path / "pruned" / "vectors" / "corpus" / chunk.name
+    assert linked.stat().st_ino == chunk.stat().st_ino and (tmp_path / "pruned" / "index").is_dir()
+    assert not systems.link_vectors(source, tmp_path / "pruned", info)  # it has vectors now: left alone
+
+
 def test_a_system_folder_is_emptied_when_its_key_changes(tmp_path):
     """Vectors of other settings would be refused by the encoder; the same key resumes a killed run."""
     folder = tmp_path / "splare"
@@ -322,3 +347,20 @@ def test_every_timed_encode_call_runs_without_autograd():
         seen.append(torch.is_inference_mode_enabled())
     row = timing.encode_cost(["a b", "c d e"], [2, 3], 1, step, step, repeats=1, floor=step)
     assert seen == [True] * 6 and set(row) == {"encode docs/s", "encode / backbone", "encode / floor"}
+
+
+@pytest.mark.integration
+def test_min_idf_alone_searches_splares_own_vectors_again(small_bench, tmp_path):
+    cfg, result = small_bench
+    shutil.copytree(cfg.output_path, tmp_path / "bench")
+    idf = replace(cfg, output=tmp_path / "bench", systems=("bm25", "splare", "splare-pruned"), pruned_topk=0,
+                  pruned_query_topk=0, pruned_min_idf=0.4)
+    rows = bench.run_bench(idf)["results"][SET]
+    work = tmp_path / "bench" / SET
+    chunks = sorted((work / "splare" / "vectors" / "corpus").glob("*.jsonl"))
+    assert chunks and all(c.stat().st_ino == (work / "splare-pruned" / "vectors" / "corpus" / c.name).stat().st_ino
+                          for c in chunks)  # linked, not encoded again
+    assert rows["splare-pruned"]["doc nnz"] == rows["splare"]["doc nnz"]
+    assert rows["splare-pruned"]["label"] == "SPLARE, min idf 0.4"
+    assert rows["splare"]["nDCG@10"] == result["results"][SET]["splare"]["nDCG@10"]
+    assert len({row["measured"] for row in rows.values()}) == 1

@@ -8,6 +8,7 @@ only what the bench measures beyond it: encode cost and query latency. Adding a 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -60,9 +61,12 @@ def register(system: System) -> System:
 # ---------------------------------------------------------------- sparse: SPLARE, pruned SPLARE, vocabulary twin
 
 def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings],
-               run_settings: Callable[["BenchConfig"], "RunSettings"] = lambda cfg: cfg.run) -> RunFn:
+               run_settings: Callable[["BenchConfig"], "RunSettings"] = lambda cfg: cfg.run,
+               shares_with: Callable[["BenchConfig"], str | None] = lambda _cfg: None) -> RunFn:
     """A run function for the sparse system whose encoder ``settings(cfg)`` describes, searched with
-    ``run_settings(cfg)`` (the bench's own, or a system's ``--min-idf``)."""
+    ``run_settings(cfg)`` (the bench's own, or a system's ``--min-idf``). Where ``shares_with(cfg)`` names
+    a system run before it with the same encoder settings, that system's vectors and index are linked in
+    instead of encoding and indexing the corpus again (a system that only searches differently)."""
     def run(data: Dataset, _beir: Path, folder: Path, cfg: "BenchConfig") -> dict:
         from ..lucene.search import SaeQueryEncoder, open_searcher
         from ..model.encoder import SaeSparseEncoder
@@ -71,6 +75,9 @@ def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings],
 
         encoder = SaeSparseEncoder(settings(cfg))
         how = run_settings(cfg)
+        source = shares_with(cfg)
+        if source:
+            link_vectors(folder.parent / source, folder, encoder.info())
         row = {"model": encoder.settings.model, **run_sparse_system(encoder, data, folder, how, MEASURES)}
         # encode docs/s comes from the timed sample, measured as for dense (it replaces the pipeline's
         # whole-corpus figure, which is absent when finished chunks were reused)
@@ -94,6 +101,28 @@ def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings],
         row.update(batch_throughput(pre, topics, cfg))
         return row
     return run
+
+
+def link_vectors(source: Path, folder: Path, info: dict) -> bool:
+    """Hard-link ``source``'s corpus vectors and index into ``folder`` when they were encoded with the
+    settings ``info`` records (the encoder then reuses every finished chunk, the pipeline the index); True
+    where they were linked. Nothing is linked where ``folder`` already has vectors."""
+    import os
+    import shutil
+
+    from ..lucene.index import read_index_info
+    from ..model.settings import INFO_FILE, settings_diff
+
+    recorded = source / "vectors" / INFO_FILE
+    if (folder / "vectors").exists() or not recorded.is_file() or read_index_info(source / "index") is None:
+        return False
+    old = json.loads(recorded.read_text(encoding="utf-8"))
+    if settings_diff(old, info) or any(old.get(k) != v for k, v in info.items() if k in ("model_hash", "sae_hash")):
+        return False
+    for part in ("vectors/corpus", "vectors/stats", "index"):
+        shutil.copytree(source / part, folder / part, copy_function=os.link)
+    shutil.copy2(recorded, folder / "vectors" / INFO_FILE)
+    return True
 
 
 def floor_of(encoder) -> Callable[[list[str]], object]:
@@ -208,6 +237,16 @@ def pruned_run(cfg: "BenchConfig") -> "RunSettings":
     return cfg.run if cfg.pruned_min_idf is None else replace(cfg.run, min_idf=cfg.pruned_min_idf)
 
 
+def pruned_settings(cfg: "BenchConfig") -> EncoderSettings:
+    return splare_settings(cfg, cfg.pruned_topk or None, cfg.pruned_query_topk or None)
+
+
+def pruned_shares_with(cfg: "BenchConfig") -> str | None:
+    """"splare" where the pruned system encodes exactly as it does (pruned by ``--pruned-min-idf`` alone)."""
+    same = pruned_settings(cfg) == splare_settings(cfg, cfg.topk, cfg.query_topk)
+    return "splare" if same and "splare" in cfg.systems else None
+
+
 def describe_pruned(cfg: "BenchConfig") -> str:
     sides = " / ".join(f"top-{k} {side}" for k, side in ((cfg.pruned_topk, "doc"), (cfg.pruned_query_topk, "query")) if k)
     cuts = [f"{sides} latents" if sides else "", f"min idf {cfg.pruned_min_idf:g}" if cfg.pruned_min_idf is not None else ""]
@@ -216,8 +255,7 @@ def describe_pruned(cfg: "BenchConfig") -> str:
 
 register(System("splare-pruned", "SPLARE pruned", "P",
                 SPARSE + ("splare_model", "pruned_topk", "pruned_query_topk", "pruned_min_idf", "token_k"),
-                run_sparse(lambda cfg: splare_settings(cfg, cfg.pruned_topk or None, cfg.pruned_query_topk or None),
-                           pruned_run),
+                run_sparse(pruned_settings, pruned_run, shares_with=pruned_shares_with),
                 weights=_splare_model, describe=describe_pruned))
 register(System("vocab", "vocab-SPLADE", "^", SPARSE + ("vocab_model", "vocab_layer", "topk", "query_topk"),
                 run_sparse(vocab_settings), weights=lambda cfg: cfg.vocab_model or BASE_MODEL,
