@@ -16,9 +16,10 @@ float32, ``--compare`` also encodes the documents at float32 and reports how man
 lower precision changed: a precision is only free where the impacts stay (nearly) identical.
 
 Stages are timed one after another on the same batches, best of ``--repeats`` rounds per stage, each
-round timing every stage and the whole encode in turn (the machine is noisy); the encoder's projection path (matmul, top-k, pooling) is timed whole and the floor's
-matmul alone, their difference being the top-k and pooling overhead; ``encode`` times the whole
-``encode_documents`` + JSON path in one go, so the stage sum can be checked against it. Writes ``profile.json`` and prints a table.
+round timing every stage and the whole encode in turn (the machine is noisy); the encoder's projection
+path (matmul, top-k, pooling) is timed whole and the floor's matmul alone, their difference being the
+top-k and pooling overhead; ``encode`` times the whole ``encode_documents`` + JSON path in one go, so the
+stage sum can be checked against it. Writes ``profile.json`` and prints a table.
 """
 from __future__ import annotations
 
