@@ -116,7 +116,10 @@ def link_vectors(source: Path, folder: Path, info: dict) -> bool:
     recorded = source / "vectors" / INFO_FILE
     if (folder / "vectors").exists() or not recorded.is_file() or read_index_info(source / "index") is None:
         return False
-    old = json.loads(recorded.read_text(encoding="utf-8"))
+    try:
+        old = json.loads(recorded.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable: the system encodes its own vectors instead
+        return False
     if settings_diff(old, info) or any(old.get(k) != v for k, v in info.items() if k in ("model_hash", "sae_hash")):
         return False
     for part in ("vectors/corpus", "vectors/stats", "index"):
