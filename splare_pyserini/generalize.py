@@ -27,6 +27,7 @@ from .config import check_fields, config_to_argv, option, parse_config, require
 from .datasets import Dataset, load_beir, resolve_beir_folder
 from .errors import ArtifactError, cli_main
 from .io import load_row, markdown_table, save_row, write_json
+from .lucene.significance import DEFAULT_PERMUTATIONS, compare_runs
 from .model.artifacts import BASE_MODEL, MPNET, content_hash
 from .model.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from .model.settings import DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER, DEFAULT_MODEL, MLM, VOCAB
@@ -43,6 +44,8 @@ LABELS = {"bm25": "BM25", "dense": "dense MiniLM", "dense-mpnet": "dense mpnet",
           "default": "shipped default", "splare-loo": "SPLARE, leave-one-out",
           "vocab-loo": "vocabulary twin, leave-one-out", "hybrid": "RRF(SPLARE leave-one-out, BM25)",
           "default-hybrid": "RRF(shipped default, BM25)"}
+# (A, B) pairs tested per held-out set when both rows are scored: is B's gap over A more than noise?
+PAIRED_TESTS = (("vocab-loo", "splare-loo"), ("splade-tiny", "splare-loo"), ("bm25", "splare-loo"), ("bm25", "hybrid"))
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
         if fused in order:
             order = [s for s in ("bm25", system) if s not in order] + order
     results: dict[str, dict[str, dict]] = {}
+    tests: dict[str, list[dict]] = {}
     for held_out in cfg.held_out or cfg.datasets:
         data = load_beir(resolve_beir_folder(held_out), cfg.split, need_qrels=True)
         results[held_out] = {}
@@ -261,9 +265,10 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
                 save_row(folder / "result.json", key, row)
             if system in cfg.systems:
                 results[held_out][system] = row
+        tests[held_out] = paired_tests(results[held_out], output / scored_name(held_out, cfg.split), data.qrels)
     stem = scored_name("generalize", cfg.split)
-    write_json(output / f"{stem}.json", {"config": asdict(cfg), "results": results})
-    table = markdown(results, cfg.split)
+    write_json(output / f"{stem}.json", {"config": asdict(cfg), "results": results, "paired tests": tests})
+    table = markdown(results, cfg.split, tests)
     (output / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     return results
@@ -274,7 +279,18 @@ def scored_name(name: str, split: str) -> str:
     return name if split == "test" else f"{name}.{split}"
 
 
-def markdown(results: dict[str, dict[str, dict]], split: str = "test") -> str:
+def paired_tests(rows: dict[str, dict], folder: Path, qrels: dict[str, dict[str, int]]) -> list[dict]:
+    """nDCG@10 of each pair in PAIRED_TESTS whose runs are both here, by the paired randomization test."""
+    found = []
+    for a, b in PAIRED_TESTS:
+        runs = [folder / s / "run.trec" for s in (a, b)]
+        if a in rows and b in rows and all(r.is_file() for r in runs):
+            found.append({"A": a, "B": b, **compare_runs(qrels, *runs).as_dict()})
+    return found
+
+
+def markdown(results: dict[str, dict[str, dict]], split: str = "test",
+             tests: dict[str, list[dict]] | None = None) -> str:
     parts = []
     for held_out, rows in results.items():
         bm25 = rows.get("bm25", {}).get("nDCG@10")
@@ -284,6 +300,12 @@ def markdown(results: dict[str, dict[str, dict]], split: str = "test") -> str:
         parts.append(f"**{held_out}** ({split})\n\n" + markdown_table(
             ("system", f"saw of {held_out}", "nDCG@10", "R@100", "nDCG@10 / BM25", "doc nnz", "terms",
              "posting df"), body))
+        lines = [f"- {LABELS[t['B']]} − {LABELS[t['A']]}: {t['B - A']:+.4f} nDCG@10, p = {t['p (randomization)']:.3g} "
+                 f"(better on {t['B wins']}, worse on {t['B losses']} of {t['queries']} queries)"
+                 for t in (tests or {}).get(held_out, [])]
+        if lines:
+            parts.append(f"Paired randomization test (two-sided, {DEFAULT_PERMUTATIONS:,} sign flips):\n\n"
+                         + "\n".join(lines))
     return "\n\n".join(parts)
 
 

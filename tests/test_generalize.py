@@ -74,6 +74,16 @@ def test_protocol_end_to_end_on_two_tiny_sets(tmp_path, tiny_model, tiny_sae, mo
         assert trained and not any(s.startswith(held_out) for s in trained)
     assert "**medical** (test)" in (tmp_path / "out" / "generalize.md").read_text()
     assert "| posting df |" in (tmp_path / "out" / "generalize.md").read_text()
+    # SPLARE against its twin and BM25, query by query, in the JSON and under each table
+    tests = json.loads((tmp_path / "out" / "generalize.json").read_text())["paired tests"]
+    for held_out, rows in results.items():
+        assert [(t["A"], t["B"]) for t in tests[held_out]] == [("vocab-loo", "splare-loo"), ("bm25", "splare-loo"),
+                                                              ("bm25", "hybrid")]
+        for t in tests[held_out]:
+            assert t["mean A"] == pytest.approx(rows[t["A"]]["nDCG@10"], abs=1e-4)  # the table's figures
+            assert t["mean B"] == pytest.approx(rows[t["B"]]["nDCG@10"], abs=1e-4)
+            assert 0 < t["p (randomization)"] <= 1 and t["B wins"] + t["B losses"] <= t["queries"]
+    assert "SPLARE, leave-one-out − vocabulary twin, leave-one-out:" in (tmp_path / "out" / "generalize.md").read_text()
     again = run_generalize(cfg)  # every row cached
     assert again == json.loads(json.dumps(results))
 

@@ -1,6 +1,8 @@
 """Score TREC runs with trec_eval (Anserini's, through Pyserini) and check with ir-measures.
 
     python -m splare_pyserini.evaluate --qrels scifact --split test --run runs/scifact/run.splare.trec
+    # is B better than A, or is the gap noise? each run after the first against the first, per measure
+    python -m splare_pyserini.evaluate --qrels scifact --run A/run.trec B/run.trec --significance
 """
 from __future__ import annotations
 
@@ -68,10 +70,16 @@ class EvaluateConfig:
     run: tuple[str, ...] = option(help="TREC run file(s)")
     split: str = option("test", "qrels split of a BEIR folder")
     measures: tuple[str, ...] = option(DEFAULT_MEASURES, f"measures, of: {', '.join(MEASURE_CODES)}")
+    significance: bool = option(False, "also test each run after the first against the first: paired "
+                                       "randomization test over the judged queries, two-sided")
+    permutations: int = option(10_000, "random sign flips of the randomization test")
+    seed: int = option(0, "seed of the randomization test")
 
     def __post_init__(self) -> None:
         check_fields(self)
         require(bool(self.run), "run: give at least one run file")
+        require(not self.significance or len(self.run) >= 2, "significance: give at least two run files")
+        require(self.permutations >= 1, f"permutations: {self.permutations}, must be at least 1")
         unknown = [m for m in self.measures if m not in MEASURE_CODES]
         require(not unknown, f"measures: {unknown} not among {', '.join(MEASURE_CODES)}")
 
@@ -86,6 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     write_trec_qrels(qrels, qrels_trec)
     for run in cfg.run:
         print(json.dumps({"run": run, **evaluate_run(qrels, run, qrels_trec, cfg.measures)}))
+    if cfg.significance:
+        from .significance import compare_runs
+
+        for run in cfg.run[1:]:
+            for measure in cfg.measures:
+                test = compare_runs(qrels, cfg.run[0], run, measure, cfg.permutations, cfg.seed)
+                print(json.dumps({"A": cfg.run[0], "B": run, **test.as_dict()}))
 
 
 cli = cli_main(main)

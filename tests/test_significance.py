@@ -1,0 +1,96 @@
+"""The paired randomization test: against exact enumeration, on runs built by hand, and through the CLI."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from splare_pyserini.lucene import evaluate, significance
+
+QRELS = {f"q{i}": {f"d{i}": 1} for i in range(30)} | {"q_unjudged": {"d0": 0}}
+
+
+def write_run(path, ranks):
+    """Each query's relevant document at the given rank (None: the query retrieves nothing)."""
+    lines = []
+    for i, rank in enumerate(ranks):
+        if rank is None:
+            continue
+        docs = [f"x{i}-{j}" for j in range(rank - 1)] + [f"d{i}"]
+        lines += [f"q{i} Q0 {d} {r + 1} {100 - r} t\n" for r, d in enumerate(docs)]
+    path.write_text("".join(lines))
+    return path
+
+
+def exact_p_value(d):
+    observed = abs(np.mean(d))
+    flips = [np.mean(np.array(s) * d) for s in itertools.product((-1, 1), repeat=len(d))]
+    return np.mean([abs(f) >= observed - 1e-12 for f in flips])
+
+
+@pytest.mark.parametrize("d", [[0.3, -0.1, 0.2, 0.05, -0.4, 0.25, 0.1, 0.0, 0.15, -0.05],
+                               [0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, -0.01, 0.3]])
+def test_the_p_value_estimates_the_exact_enumeration_of_sign_flips(d):
+    d = np.array(d)
+    exact = exact_p_value(d)
+    permutations = 20_000
+    estimate = significance.randomization_p_value(d, permutations, seed=1)
+    standard_error = np.sqrt(exact * (1 - exact) / permutations) + 1 / permutations
+    assert abs(estimate - exact) < 4 * standard_error
+
+
+def test_identical_runs_differ_by_nothing_with_p_one(tmp_path):
+    run = write_run(tmp_path / "a.trec", [1 + i % 5 for i in range(30)])
+    test = significance.compare_runs(QRELS, run, run, "nDCG@10", permutations=500)
+    assert test.difference == 0 and test.p_value == 1.0 and test.wins == test.losses == 0
+    assert test.queries == 30  # the query with no relevant document is not counted
+
+
+def test_a_run_better_on_every_query_is_significant_and_the_means_are_evaluates(tmp_path):
+    worse = write_run(tmp_path / "a.trec", [3] * 20 + [None] * 10)  # ten queries retrieve nothing: score 0
+    better = write_run(tmp_path / "b.trec", [1] * 30)
+    test = significance.compare_runs(QRELS, worse, better, "nDCG@10", permutations=2_000, seed=3)
+    assert test.wins == 30 and test.losses == 0
+    assert test.p_value == pytest.approx(1 / 2_001)
+    # the per-query means are the figures evaluate prints (trec_eval -c: missing queries count 0)
+    printed = evaluate.ir_measures_scores(QRELS, worse, ["nDCG@10"])["nDCG@10"]
+    assert test.mean_a == pytest.approx(printed) and test.mean_a == pytest.approx(20 * 0.5 / 30)
+    assert test.mean_b == pytest.approx(1.0) and test.difference == pytest.approx(1 - 1 / 3)
+
+
+def test_a_small_mixed_gap_is_not_significant_and_the_seed_reproduces_it(tmp_path):
+    a = write_run(tmp_path / "a.trec", [1, 2] * 15)
+    b = write_run(tmp_path / "b.trec", [2, 1] * 14 + [1, 1])  # swapped, but for a tie and one more win
+    first = significance.compare_runs(QRELS, a, b, "MRR@10", permutations=3_000, seed=7)
+    assert first == significance.compare_runs(QRELS, a, b, "MRR@10", permutations=3_000, seed=7)
+    assert first.wins == 15 and first.losses == 14 and first.difference == pytest.approx(0.5 / 30)
+    # 29 differences of +-0.5: no sign flip can bring the sum nearer zero than the observed 0.5
+    assert first.p_value == 1.0
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    run = write_run(tmp_path / "a.trec", [1] * 30)
+    with pytest.raises(significance.InputError, match="no such run file"):
+        significance.compare_runs(QRELS, run, tmp_path / "nope.trec")
+    with pytest.raises(significance.InputError, match="not among"):
+        significance.compare_runs(QRELS, run, run, "P@5")
+    with pytest.raises(significance.InputError, match="no judged query"):
+        significance.compare_runs({"q0": {"d0": 0}}, run, run)
+    with pytest.raises(evaluate.InputError, match="significance: give at least two run files"):
+        evaluate.main(["--qrels", "x", "--run", str(run), "--significance"])
+
+
+def test_the_cli_prints_one_comparison_per_later_run_and_measure(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(evaluate, "trec_eval", lambda qrels, run, measure: 0.0)  # no JVM in the unit tier
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(30)))
+    a = write_run(tmp_path / "a.trec", [2] * 30)
+    b = write_run(tmp_path / "b.trec", [1] * 30)
+    evaluate.main(["--qrels", str(qrels), "--run", str(a), str(b), "--significance", "--permutations", "999"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    tests = [line for line in lines if "p (randomization)" in line]
+    assert [t["measure"] for t in tests] == ["nDCG@10", "R@100"]
+    ndcg = tests[0]
+    assert ndcg["A"] == str(a) and ndcg["B"] == str(b) and ndcg["B wins"] == 30
+    assert ndcg["p (randomization)"] == pytest.approx(1 / 1000, abs=1e-4)
+    assert tests[1]["B - A"] == 0 and tests[1]["p (randomization)"] == 1.0  # both find every relevant document
