@@ -108,3 +108,39 @@ def test_a_gguf_with_another_sha256_is_refused_and_nothing_is_left(tmp_path, mon
         fetch_module.fetch("tiny-gguf")
     assert not converted and fetch_module.cached_folder("tiny-gguf") is None
     assert not list((tmp_path / "cache" / "models").iterdir())
+
+
+def test_configs_lose_the_writing_librarys_version_so_a_converted_folder_hashes_the_same(tmp_path, monkeypatch):
+    """A checkpoint records its base's content hash; a conversion written by another transformers release
+    (an earlier cache, or a fresh machine with a newer one) must hash the same."""
+    from splare_pyserini.model.artifacts import content_hash
+
+    def folder(name, version):
+        path = tmp_path / name
+        path.mkdir()
+        config = {"model_type": "bert", "hidden_size": 4}
+        if version:
+            config["transformers_version"] = version
+        (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (path / "generation_config.json").write_text(json.dumps({"transformers_version": version or "x"}))
+        (path / "model.safetensors").write_bytes(b"weights")
+        return path
+
+    older, newer = folder("older", "5.24.0"), folder("newer", "5.25.0")
+    assert content_hash(str(older)) != content_hash(str(newer))
+    for path in (older, newer):
+        fetch_module.drop_library_versions(path)
+        assert "transformers_version" not in (path / "config.json").read_text()
+        assert json.loads((path / "generation_config.json").read_text()) == {}
+    assert content_hash(str(older)) == content_hash(str(newer))
+    before = (newer / "config.json").read_bytes()
+    fetch_module.drop_library_versions(newer)  # idempotent: nothing rewritten
+    assert (newer / "config.json").read_bytes() == before and json.loads(before) == {"hidden_size": 4,
+                                                                                     "model_type": "bert"}
+    # a cached conversion of an earlier release is normalised where it is looked up
+    monkeypatch.setenv("SPLARE_CACHE", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "models" / "multilingual-e5-small"
+    cached.parent.mkdir(parents=True)
+    folder("old-cache", "5.24.0").rename(cached)
+    assert fetch_module.cached_folder("multilingual-e5-small") == cached
+    assert content_hash(str(cached)) == content_hash(str(older))

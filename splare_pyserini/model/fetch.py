@@ -20,6 +20,7 @@ float32 safetensors folder, so later loads neither need ``gguf`` nor repeat the 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ArtifactError
-from ..io import atomic_dir
+from ..io import atomic_dir, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,26 @@ GGUF_MODELS = {
 }
 
 
+# fields a library stamps into the configs it saves: its own version, not the model's
+LIBRARY_VERSION_KEYS = ("transformers_version",)
+
+
+def drop_library_versions(folder: Path) -> None:
+    """Remove the writing library's version from a saved model's configs (idempotent). A converted folder's
+    content hash is recorded by every checkpoint trained on it (a LoRA adapter refuses another base), so it must
+    not change with the transformers that happened to write the folder."""
+    for name in ("config.json", "generation_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if any(key in config for key in LIBRARY_VERSION_KEYS):
+            for key in LIBRARY_VERSION_KEYS:
+                config.pop(key, None)
+            with atomic_write(path) as handle:  # as transformers writes configs: sorted keys, indent 2
+                handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("SPLARE_CACHE", Path.home() / ".cache" / "splare_pyserini"))
 
@@ -122,6 +143,8 @@ def cached_folder(name: str) -> Path | None:
         spec = CONVERTED_MODELS[name]
         folder = cache_root() / "models" / spec.folder
         if (folder / spec.marker).is_file():
+            if spec.kind == "model":  # a conversion by an earlier release carries transformers' version
+                drop_library_versions(folder)
             return folder
         return convert(name) if _converter(spec).package_folder() is not None else None
     if not fetchable(name):
@@ -269,6 +292,7 @@ def convert_gguf(gguf: Path, dest: Path, name: str, spec: GgufModel) -> None:
     model.config.name_or_path = name
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
+    drop_library_versions(dest)
     n_params = sum(p.numel() for p in model.parameters())
     (dest / "README.md").write_text(gguf_model_card(name, spec, n_params), encoding="utf-8")
 

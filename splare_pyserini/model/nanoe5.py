@@ -239,14 +239,22 @@ def build_tokenizer(e5: E5File):
 
 
 # --------------------------------------------------------------------------- model and SAE
-def bert_config(e5: E5File):
-    from transformers import BertConfig
+def bert_config_dict(e5: E5File) -> dict:
+    """config.json's fields, written by us rather than by ``save_pretrained``: transformers stamps its own
+    version (and its defaults) into the file, which would change the converted folder's content hash, and so
+    refuse every checkpoint trained on this backbone, whenever another transformers is installed."""
+    return {"add_cross_attention": False, "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1,
+            "bos_token_id": None, "classifier_dropout": None, "eos_token_id": None, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1, "hidden_size": e5.hidden, "initializer_range": 0.02,
+            "intermediate_size": e5.intermediate, "is_decoder": False, "layer_norm_eps": e5.eps,
+            "max_position_embeddings": e5.max_positions, "model_type": "bert", "num_attention_heads": e5.heads,
+            "num_hidden_layers": e5.layers, "pad_token_id": e5.special["pad"], "tie_word_embeddings": True,
+            "type_vocab_size": e5.type_vocab_size, "use_cache": True, "vocab_size": e5.vocab_size}
 
-    return BertConfig(vocab_size=e5.vocab_size, hidden_size=e5.hidden, num_hidden_layers=e5.layers,
-                      num_attention_heads=e5.heads, intermediate_size=e5.intermediate, hidden_act="gelu",
-                      max_position_embeddings=e5.max_positions, type_vocab_size=e5.type_vocab_size,
-                      layer_norm_eps=e5.eps, pad_token_id=e5.special["pad"], architectures=["BertModel"],
-                      _name_or_path=HUB_ID)
+
+def write_json_config(config: dict, path: Path) -> None:
+    """Written as transformers writes configs (sorted keys, indent 2), minus the library's version."""
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 _LAYER_NAMES = {  # E5S1 name -> BertModel name, per layer
@@ -311,7 +319,7 @@ def write_model(files: Path, folder: Path) -> None:
     from safetensors.torch import save_file
 
     e5 = read_e5_file(files / MODEL_FILE)
-    bert_config(e5).save_pretrained(folder)
+    write_json_config(bert_config_dict(e5), folder / "config.json")
     state = {name: torch.from_numpy(array) for name, array in bert_state_dict(e5).items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     build_tokenizer(e5).save_pretrained(folder)
