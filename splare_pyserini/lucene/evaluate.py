@@ -38,16 +38,29 @@ def trec_eval(qrels_trec: str | Path, run: str | Path, measure: str) -> float:
         return float(pyserini_trec_eval(args))
 
 
-def ir_measures_scores(qrels: dict[str, dict[str, int]], run: str | Path, names: list[str]) -> dict[str, float]:
-    """The same measures from ir-measures, averaged over all judged queries (missing ones score 0)."""
+def per_query_scores(qrels: dict[str, dict[str, int]], run: str | Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """Each measure for every judged query (one with a relevant document), from ir-measures; a query the run
+    misses scores 0, as trec_eval ``-c`` counts it, so each measure's mean is the figure trec_eval prints."""
     import ir_measures
 
-    measures = [ir_measures.parse_measure(MEASURE_CODES[n][1]) for n in names]
-    per_query: dict = {m: {} for m in measures}
-    for metric in ir_measures.iter_calc(measures, qrels, ir_measures.read_trec_run(str(run))):
-        per_query[metric.measure][metric.query_id] = metric.value
-    judged = [q for q, docs in qrels.items() if any(r > 0 for r in docs.values())]
-    return {n: sum(per_query[m].get(q, 0.0) for q in judged) / max(len(judged), 1) for n, m in zip(names, measures)}
+    unknown = [n for n in names if n not in MEASURE_CODES]
+    if unknown:
+        raise InputError(f"measures: {unknown} not among {', '.join(MEASURE_CODES)}")
+    if not Path(run).is_file():
+        raise InputError(f"--run {run}: no such run file")
+    measures = {ir_measures.parse_measure(MEASURE_CODES[n][1]): n for n in names}
+    judged = sorted(q for q, docs in qrels.items() if any(r > 0 for r in docs.values()))
+    values = {n: {q: 0.0 for q in judged} for n in names}
+    if Path(run).stat().st_size:
+        for metric in ir_measures.iter_calc(list(measures), qrels, ir_measures.read_trec_run(str(run))):
+            if metric.query_id in values[measures[metric.measure]]:
+                values[measures[metric.measure]][metric.query_id] = float(metric.value)
+    return values
+
+
+def ir_measures_scores(qrels: dict[str, dict[str, int]], run: str | Path, names: list[str]) -> dict[str, float]:
+    """The same measures from ir-measures, averaged over all judged queries (missing ones score 0)."""
+    return {n: sum(v.values()) / max(len(v), 1) for n, v in per_query_scores(qrels, run, names).items()}
 
 
 def evaluate_run(qrels: dict[str, dict[str, int]], run: str | Path, qrels_trec: str | Path,

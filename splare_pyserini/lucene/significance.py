@@ -15,28 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .evaluate import MEASURE_CODES
+from .evaluate import per_query_scores
 
 DEFAULT_PERMUTATIONS = 10_000
-
-
-def per_query_scores(qrels: dict[str, dict[str, int]], run: str | Path, name: str) -> dict[str, float]:
-    """One measure for every judged query (those with a relevant document); a query the run misses scores 0,
-    as trec_eval ``-c`` counts it, so the mean of these values is the figure ``evaluate`` prints."""
-    import ir_measures
-
-    if name not in MEASURE_CODES:
-        raise InputError(f"measure {name!r} not among {', '.join(MEASURE_CODES)}")
-    if not Path(run).is_file():
-        raise InputError(f"--run {run}: no such run file")
-    measure = ir_measures.parse_measure(MEASURE_CODES[name][1])
-    judged = sorted(q for q, docs in qrels.items() if any(r > 0 for r in docs.values()))
-    values = {q: 0.0 for q in judged}
-    if Path(run).stat().st_size:
-        for metric in ir_measures.iter_calc([measure], qrels, ir_measures.read_trec_run(str(run))):
-            if metric.query_id in values:
-                values[metric.query_id] = float(metric.value)
-    return values
 
 
 @dataclass(frozen=True)
@@ -80,8 +61,8 @@ def randomization_p_value(differences: np.ndarray, permutations: int = DEFAULT_P
 def compare_runs(qrels: dict[str, dict[str, int]], run_a: str | Path, run_b: str | Path, measure: str = "nDCG@10",
                  permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> PairedTest:
     """Run B against run A on the same judged queries."""
-    a = per_query_scores(qrels, run_a, measure)
-    b = per_query_scores(qrels, run_b, measure)
+    a = per_query_scores(qrels, run_a, [measure])[measure]
+    b = per_query_scores(qrels, run_b, [measure])[measure]
     queries = sorted(a)
     if not queries:
         raise InputError("no judged query in the qrels: nothing to compare")
