@@ -54,12 +54,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def _writer_is_alive(temp: Path) -> bool:
+    """Whether the temp's writer (``tmp-<host>-<pid>``) is a running process on this host."""
+    host, _, pid = temp.name.rpartition(".tmp-")[2].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def remove_stale_temps(folder: str | Path) -> None:
-    """Delete temporary files left by a killed run (never a finished file)."""
+    """Delete temporary files left by a killed run (never a finished file, nor a live writer's temp:
+    runs that share a folder, such as leave-one-out models sharing a teacher cache, start at any time)."""
     folder = Path(folder)
     if not folder.is_dir():
         return
     for stale in folder.glob(".*.tmp-*"):
+        if _writer_is_alive(stale):
+            continue
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:

@@ -92,3 +92,37 @@ def test_a_prompted_teacher_embeds_queries_and_documents_with_its_prefixes(tmp_p
     unprompted = CachedTeacher(CountingEncoder(), tmp_path / "plain")
     unprompted.scores(["same text"], ["same text"])
     assert unprompted.encoder.seen == ["same text"]  # one text, one embedding: the keys of an unprompted teacher
+
+
+def test_runs_sharing_a_teacher_cache_read_each_others_new_embeddings(tmp_path):
+    """SPLARE and its twin trained at once on one cache: what one embedded, the other does not embed again."""
+    first = CachedTeacher(CountingEncoder(), tmp_path)
+    second = CachedTeacher(CountingEncoder(), tmp_path)  # started before the first wrote anything
+    expected = first.embed(["shared text", "first only"])
+    first.flush()
+    assert torch.equal(second.embed(["shared text", "new text"])[0], expected[0])
+    assert second.encoder.seen == ["new text"]
+    second.flush()
+    first.embed(["new text"])
+    assert first.encoder.seen == ["first only", "shared text"]  # read the second's part instead
+    assert len(first.parts) == len(second.parts) == 2
+
+
+def test_a_live_writers_temp_survives_another_runs_start(tmp_path):
+    """Only a killed run's temp is stale: a run starting on a shared folder leaves a live writer's temp alone."""
+    import socket
+    import subprocess
+    import sys
+
+    from splare_pyserini.io import remove_stale_temps, tmp_name
+
+    live = tmp_name(tmp_path / "part-00000-live.pt")  # this process: alive
+    dead_process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True)
+    dead = tmp_path / f".part-00001-dead.pt.tmp-{socket.gethostname()}-{dead_process.stdout.strip()}"
+    for path in (live, dead):
+        path.write_bytes(b"partial")
+    CachedTeacher(CountingEncoder(), tmp_path)
+    assert live.exists() and not dead.exists()
+    remove_stale_temps(tmp_path)
+    assert live.exists()

@@ -2,7 +2,9 @@
 
 The teacher (e.g. all-mpnet-base-v2) is slower than the student on a CPU; every text it embeds is
 stored, keyed by the text's hash, in ``part-NNNNN.pt`` files written atomically, so a resumed run,
-a rerun, and every leave-one-out model trained on the same texts reuse what was computed.
+a rerun, and every leave-one-out model trained on the same texts reuse what was computed. A run that
+misses a text first reads the parts written since it started: two models trained at once on one cache
+(SPLARE and its twin) embed each text once, not once each.
 Scores are cosines (its embeddings are L2-normalized), divided by the teacher temperature in the loss.
 A teacher trained with instructions (multilingual-e5: ``query: `` / ``passage: ``) embeds queries and
 documents with its own prefixes, as it was trained to; the cache key is the prefixed text, so a teacher
@@ -36,11 +38,18 @@ class CachedTeacher:
         self.batch_size = batch_size
         self.rows: dict[str, torch.Tensor] = {}
         self.pending: dict[str, torch.Tensor] = {}
-        self.parts = sorted(self.folder.glob("part-*.pt"))
-        for part in self.parts:
-            saved = torch.load(part)
-            self.rows.update(zip(saved["keys"], saved["embeddings"].float()))
+        self.parts: list[Path] = []
+        self.load_new_parts()
         self.computed = 0
+
+    def load_new_parts(self) -> None:
+        """Read the part files not read yet: those of an earlier run, or of a run sharing the cache now."""
+        known = set(self.parts)
+        for part in sorted(self.folder.glob("part-*.pt")):
+            if part not in known:
+                saved = torch.load(part)
+                self.rows.update(zip(saved["keys"], saved["embeddings"].float()))
+                self.parts.append(part)
 
     @classmethod
     def for_model(cls, model: str, root: str | Path, max_length: int = 256) -> "CachedTeacher":
@@ -53,7 +62,10 @@ class CachedTeacher:
         """Embeddings of ``prefix + text`` (the teacher's query or document instruction, or none)."""
         texts = [prefix + t for t in texts]
         keys = [_key(t) for t in texts]
-        missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.rows and k not in self.pending}.items())
+        missing = self._missing(keys, texts)
+        if missing:  # another run sharing the cache (the twin trained beside SPLARE) may have embedded them
+            self.load_new_parts()
+            missing = self._missing(keys, texts)
         if missing:
             # rounded to fp16 at once, as stored: a resumed run sees exactly the values the first run saw
             new = self.encoder.encode([t for _, t in missing], self.batch_size).half().float()
@@ -62,6 +74,9 @@ class CachedTeacher:
             if len(self.pending) >= FLUSH_EVERY:
                 self.flush()
         return torch.stack([self.rows[k] if k in self.rows else self.pending[k] for k in keys])
+
+    def _missing(self, keys: list[str], texts: list[str]) -> list[tuple[str, str]]:
+        return sorted({k: t for k, t in zip(keys, texts) if k not in self.rows and k not in self.pending}.items())
 
     def scores(self, queries: Sequence[str], documents: Sequence[str]) -> torch.Tensor:
         """(len(queries), len(documents)) cosine similarities."""
