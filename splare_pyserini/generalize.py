@@ -30,6 +30,7 @@ from .io import load_row, markdown_table, save_row, write_json
 from .lucene.significance import DEFAULT_PERMUTATIONS, compare_runs
 from .model.artifacts import BASE_MODEL, MPNET, content_hash
 from .model.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from .model.dense import COMPUTE_DTYPES
 from .model.settings import DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER, DEFAULT_MODEL, MLM, VOCAB
 from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_fused_system, run_sparse_system
 from .training.losses import DISTILLATIONS
@@ -65,6 +66,8 @@ class GeneralizeConfig:
                                            "has the collection but no judgments; the rows say they saw its text)")
     distill: str | None = option("kl", "distillation from the teacher", choices=DISTILLATIONS)
     teacher: str = option(MPNET, "dense teacher (its embeddings are cached under --output, shared by all models)")
+    teacher_dtype: str = option("float32", "the teacher's matmuls (train --teacher-dtype; bfloat16 is faster on a "
+                                           "CPU with bfloat16 instructions)", choices=COMPUTE_DTYPES)
     model: str = option(BASE_MODEL, "backbone the leave-one-out models fine-tune")
     sae: str | None = option(None, "SAE of the leave-one-out SPLARE models (frozen); default: one trained per "
                                    "held-out set with sae-lens on the other sets' documents and train queries")
@@ -170,6 +173,8 @@ def train_loo(cfg: GeneralizeConfig, held_out: str, projection: str) -> Path:
         fields["token_k"] = cfg.token_k  # only when asked: the recipe tags of earlier models stay as they were
     if cfg.recon_weight and not twin:
         fields["recon_weight"] = cfg.recon_weight
+    if cfg.distill and cfg.teacher_dtype != "float32":
+        fields["teacher_dtype"] = cfg.teacher_dtype  # in the tag only when asked, as token_k
     name = f"{'vocab' if twin else 'splare'}-without-{held_out}-{recipe_tag(fields)}"
     train_cfg = TrainConfig(output=str(Path(cfg.output) / "models" / name),
                             teacher_cache=str(Path(cfg.output) / "teacher"), **fields)

@@ -126,3 +126,35 @@ def test_a_live_writers_temp_survives_another_runs_start(tmp_path):
     assert live.exists() and not dead.exists()
     remove_stale_temps(tmp_path)
     assert live.exists()
+
+
+def test_dense_batches_by_length_keep_each_texts_own_embedding(tiny_model):
+    """Length-sorted batches (a short query never padded to a long document) return the texts in their order,
+    each as it embeds alone."""
+    from splare_pyserini.model.dense import DenseEncoder
+
+    encoder = DenseEncoder(str(tiny_model))
+    texts = ["a short one", "a much longer text " * 12, "mid length text here", "x", "another longer text " * 5]
+    together = encoder.encode(texts, batch_size=2)
+    alone = torch.cat([encoder.encode([t]) for t in texts])
+    assert together.shape == (5, encoder.model.config.hidden_size)
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert encoder.encode([]).shape == (0, encoder.model.config.hidden_size)
+
+
+def test_a_bfloat16_teacher_is_close_and_cached_apart(tmp_path, tiny_model):
+    from splare_pyserini.config import parse_config
+    from splare_pyserini.errors import InputError
+    from splare_pyserini.model.dense import DenseEncoder
+    from splare_pyserini.training.trainer import TrainConfig
+
+    texts = ["a query about cells", "a document about the immune response of cells " * 4]
+    exact = DenseEncoder(str(tiny_model)).encode(texts)
+    fast = DenseEncoder(str(tiny_model), dtype="bfloat16").encode(texts)
+    assert fast.dtype == torch.float32 and not torch.equal(fast, exact)  # autocast did run in bfloat16
+    assert torch.nn.functional.cosine_similarity(fast, exact).min() > 0.99
+    plain = CachedTeacher.for_model(str(tiny_model), tmp_path)
+    bf16 = CachedTeacher.for_model(str(tiny_model), tmp_path, dtype="bfloat16")
+    assert bf16.folder.name == plain.folder.name + "-bfloat16"
+    with pytest.raises(InputError, match="teacher_dtype"):
+        parse_config(TrainConfig, ["--teacher-dtype", "float16"], "train")

@@ -13,9 +13,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..config import require
 from .artifacts import BASE_MODEL, resolve_path
 
 PROMPTS_FILE = "config_sentence_transformers.json"
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def recorded_prompts(folder: str | Path) -> tuple[str, str]:
@@ -27,7 +29,7 @@ def recorded_prompts(folder: str | Path) -> tuple[str, str]:
 
 class DenseEncoder:
     def __init__(self, model: str = BASE_MODEL, max_length: int = 256, device: str = "cpu",
-                 query_prefix: str | None = None, document_prefix: str | None = None):
+                 query_prefix: str | None = None, document_prefix: str | None = None, dtype: str = "float32"):
         from transformers import AutoModel, AutoTokenizer
 
         from .fetch import PIECED_MODELS, cached_folder, fetch
@@ -37,6 +39,8 @@ class DenseEncoder:
         self.model = AutoModel.from_pretrained(path).eval().to(device)
         self.max_length = max_length
         self.device = device
+        require(dtype in COMPUTE_DTYPES, f"dtype: one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}")
+        self.dtype = dtype  # bfloat16: matmuls under autocast (weights stay float32), for a teacher on a CPU
         recorded = recorded_prompts(path)
         self.query_prefix = recorded[0] if query_prefix is None else query_prefix
         self.document_prefix = recorded[1] if document_prefix is None else document_prefix
@@ -47,15 +51,25 @@ class DenseEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 32, prefix: str = "") -> torch.Tensor:
-        """L2-normalized mean-pooled embeddings, (len(texts), hidden), of ``prefix + text``."""
-        out = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer([prefix + t for t in texts[start:start + batch_size]], padding=True,
-                                   truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
-            hidden = self.model(**batch).last_hidden_state
+        """L2-normalized mean-pooled embeddings, (len(texts), hidden), of ``prefix + text``.
+
+        Batches are cut from the texts sorted by length (as sentence-transformers does), so a short query
+        is not padded to the longest document of its batch: a teacher's batch mixes both."""
+        out = torch.zeros(len(texts), self.model.config.hidden_size)
+        if not texts:
+            return out
+        encoded = self.tokenizer([prefix + t for t in texts], truncation=True, max_length=self.max_length)
+        order = sorted(range(len(texts)), key=lambda i: -len(encoded["input_ids"][i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = self.tokenizer.pad({name: [values[i] for i in rows] for name, values in encoded.items()},
+                                       return_tensors="pt").to(self.device)
+            with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16,
+                                enabled=self.dtype == "bfloat16"):
+                hidden = self.model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1).cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.model.config.hidden_size)
+            out[rows] = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1).float().cpu()
+        return out
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         return self.encode(texts, batch_size, self.query_prefix)

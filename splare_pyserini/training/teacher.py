@@ -52,11 +52,15 @@ class CachedTeacher:
                 self.parts.append(part)
 
     @classmethod
-    def for_model(cls, model: str, root: str | Path, max_length: int = 256) -> "CachedTeacher":
-        """The teacher ``model`` with its cache under ``root/<model content hash>``."""
+    def for_model(cls, model: str, root: str | Path, max_length: int = 256,
+                  dtype: str = "float32") -> "CachedTeacher":
+        """The teacher ``model`` with its cache under ``root/teacher-<model content hash>`` (``-bfloat16``
+        appended for a bfloat16 teacher: its embeddings differ in the last digits, so the caches never mix)."""
         from ..model.dense import DenseEncoder
 
-        return cls(DenseEncoder(model, max_length=max_length), Path(root) / f"teacher-{content_hash(model)}")
+        suffix = "" if dtype == "float32" else f"-{dtype}"
+        return cls(DenseEncoder(model, max_length=max_length, dtype=dtype),
+                   Path(root) / f"teacher-{content_hash(model)}{suffix}")
 
     def embed(self, texts: Sequence[str], prefix: str = "") -> torch.Tensor:
         """Embeddings of ``prefix + text`` (the teacher's query or document instruction, or none)."""
