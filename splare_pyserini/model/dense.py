@@ -53,8 +53,8 @@ class DenseEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32, prefix: str = "") -> torch.Tensor:
         """L2-normalized mean-pooled embeddings, (len(texts), hidden), of ``prefix + text``.
 
-        Batches are cut from the texts sorted by length (as sentence-transformers does), so a short query
-        is not padded to the longest document of its batch: a teacher's batch mixes both."""
+        Batches are cut from the texts sorted by length (as sentence-transformers does), so a short text is
+        not padded to the longest one of its batch."""
         out = torch.zeros(len(texts), self.model.config.hidden_size)
         if not texts:
             return out
