@@ -239,6 +239,8 @@ def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:
     if system in ("splare-loo", "vocab-loo", "hybrid"):
         key["recipe"] = {k: v for k, v in asdict(cfg).items()
                          if k not in ("output", "systems", "run", "held_out", "split")}
+        if cfg.teacher_dtype == "float32":  # a setting added later: rows scored before it keep their keys
+            del key["recipe"]["teacher_dtype"]
     if system in ("default", "default-hybrid"):
         key["model"] = content_hash(DEFAULT_MODEL)
     return key

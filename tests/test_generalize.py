@@ -147,6 +147,24 @@ def test_the_sae_fit_term_reaches_the_leave_one_out_splare_model_only(tmp_path, 
     assert len({fitted, twin, plain}) == 3  # another recipe, another model folder
 
 
+def test_a_bfloat16_teacher_trains_other_models_and_float32_keeps_earlier_names(tmp_path, tiny_sae, monkeypatch):
+    """--teacher-dtype reaches both leave-one-out models; at its default (float32) model folders and row keys are
+    those of runs made before the setting existed, so their checkpoints and scores are reused."""
+    calls = {}
+    monkeypatch.setattr(generalize, "run_child", lambda module, argv, what: calls.__setitem__(what.name, argv))
+    exact = GeneralizeConfig(output=str(tmp_path), sae=str(tiny_sae))
+    fast = GeneralizeConfig(output=str(tmp_path), sae=str(tiny_sae), teacher_dtype="bfloat16")
+    names = {(cfg.teacher_dtype, projection): generalize.train_loo(cfg, "nfcorpus", projection).parent.name
+             for cfg in (exact, fast) for projection in (str(tiny_sae), generalize.VOCAB)}
+    assert len(set(names.values())) == 4
+    for (dtype, _), name in names.items():
+        assert calls[name][calls[name].index("--teacher-dtype") + 1] == dtype
+    before = {k: v for k, v in generalize.asdict(exact).items()
+              if k not in ("output", "systems", "run", "held_out", "split", "teacher_dtype")}
+    assert generalize.row_key("splare-loo", exact, "nfcorpus")["recipe"] == before
+    assert generalize.row_key("splare-loo", fast, "nfcorpus")["recipe"]["teacher_dtype"] == "bfloat16"
+
+
 def test_leave_one_out_settings_are_checked_before_any_work():
     with pytest.raises(InputError, match="negatives: 'mined' is not one of bm25, none"):
         GeneralizeConfig(negatives="mined")
