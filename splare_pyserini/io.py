@@ -64,7 +64,7 @@ def _writer_is_alive(temp: Path) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
-        return True
+        pass
     return True
 
 

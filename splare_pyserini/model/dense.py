@@ -68,7 +68,7 @@ class DenseEncoder:
                                 enabled=self.dtype == "bfloat16"):
                 hidden = self.model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out[rows] = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1).float().cpu()
+            out[rows] = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1).cpu()
         return out
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
