@@ -27,7 +27,7 @@ from .config import check_fields, config_to_argv, option, parse_config, require
 from .datasets import Dataset, load_beir, resolve_beir_folder
 from .errors import ArtifactError, cli_main
 from .io import load_row, markdown_table, save_row, write_json
-from .lucene.significance import DEFAULT_PERMUTATIONS, compare_runs
+from .lucene.significance import DEFAULT_PERMUTATIONS, compare_across, compare_runs
 from .model.artifacts import BASE_MODEL, MPNET, content_hash
 from .model.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from .model.dense import COMPUTE_DTYPES
@@ -255,6 +255,7 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
             order = [s for s in ("bm25", system) if s not in order] + order
     results: dict[str, dict[str, dict]] = {}
     tests: dict[str, list[dict]] = {}
+    qrels: dict[str, dict[str, dict[str, int]]] = {}
     for held_out in cfg.held_out or cfg.datasets:
         data = load_beir(resolve_beir_folder(held_out), cfg.split, need_qrels=True)
         results[held_out] = {}
@@ -273,9 +274,12 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
             if system in cfg.systems:
                 results[held_out][system] = row
         tests[held_out] = paired_tests(results[held_out], output / scored_name(held_out, cfg.split), data.qrels)
+        qrels[held_out] = data.qrels
+    across = tests_across(results, output, cfg.split, qrels)
     stem = scored_name("generalize", cfg.split)
-    write_json(output / f"{stem}.json", {"config": asdict(cfg), "results": results, "paired tests": tests})
-    table = markdown(results, cfg.split, tests)
+    write_json(output / f"{stem}.json", {"config": asdict(cfg), "results": results, "paired tests": tests,
+                                         "paired tests across held-out sets": across})
+    table = markdown(results, cfg.split, tests, across)
     (output / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     return results
@@ -296,8 +300,27 @@ def paired_tests(rows: dict[str, dict], folder: Path, qrels: dict[str, dict[str,
     return found
 
 
+def tests_across(results: dict[str, dict[str, dict]], output: Path, split: str,
+                 qrels: dict[str, dict[str, dict[str, int]]]) -> list[dict]:
+    """Each pair of PAIRED_TESTS over every held-out set where both rows are scored (two sets or more):
+    the macro average of the sets' differences, by the stratified randomization test."""
+    found = []
+    for a, b in PAIRED_TESTS:
+        sets = [h for h, rows in results.items() if a in rows and b in rows
+                and all((output / scored_name(h, split) / s / "run.trec").is_file() for s in (a, b))]
+        if len(sets) >= 2:
+            pairs = [(qrels[h], *(output / scored_name(h, split) / s / "run.trec" for s in (a, b))) for h in sets]
+            found.append({"A": a, "B": b, "sets": sets, **compare_across(pairs).as_dict()})
+    return found
+
+
+def test_line(t: dict) -> str:
+    return (f"- {LABELS[t['B']]} − {LABELS[t['A']]}: {t['B - A']:+.4f} nDCG@10, p = {t['p (randomization)']:.3g} "
+            f"(better on {t['B wins']}, worse on {t['B losses']} of {t['queries']} queries)")
+
+
 def markdown(results: dict[str, dict[str, dict]], split: str = "test",
-             tests: dict[str, list[dict]] | None = None) -> str:
+             tests: dict[str, list[dict]] | None = None, across: list[dict] | None = None) -> str:
     parts = []
     for held_out, rows in results.items():
         bm25 = rows.get("bm25", {}).get("nDCG@10")
@@ -307,12 +330,14 @@ def markdown(results: dict[str, dict[str, dict]], split: str = "test",
         parts.append(f"**{held_out}** ({split})\n\n" + markdown_table(
             ("system", f"saw of {held_out}", "nDCG@10", "R@100", "nDCG@10 / BM25", "doc nnz", "terms",
              "posting df"), body))
-        lines = [f"- {LABELS[t['B']]} − {LABELS[t['A']]}: {t['B - A']:+.4f} nDCG@10, p = {t['p (randomization)']:.3g} "
-                 f"(better on {t['B wins']}, worse on {t['B losses']} of {t['queries']} queries)"
-                 for t in (tests or {}).get(held_out, [])]
+        lines = [test_line(t) for t in (tests or {}).get(held_out, [])]
         if lines:
             parts.append(f"Paired randomization test (two-sided, {DEFAULT_PERMUTATIONS:,} sign flips):\n\n"
                          + "\n".join(lines))
+    if across:
+        parts.append("**Across held-out sets** (each set's mean difference weighs alike; stratified randomization "
+                     "test, every query's sign flipped alone):\n\n"
+                     + "\n".join(f"{test_line(t)[:-1]}; {', '.join(t['sets'])})" for t in across))
     return "\n\n".join(parts)
 
 

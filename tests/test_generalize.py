@@ -84,6 +84,16 @@ def test_protocol_end_to_end_on_two_tiny_sets(tmp_path, tiny_model, tiny_sae, mo
             assert t["mean B"] == pytest.approx(rows[t["B"]]["nDCG@10"], abs=1e-4)
             assert 0 < t["p (randomization)"] <= 1 and t["B wins"] + t["B losses"] <= t["queries"]
     assert "SPLARE, leave-one-out − vocabulary twin, leave-one-out:" in (tmp_path / "out" / "generalize.md").read_text()
+    # and over both held-out sets, each set's mean weighing alike
+    across = json.loads((tmp_path / "out" / "generalize.json").read_text())["paired tests across held-out sets"]
+    assert [(t["A"], t["B"], t["sets"]) for t in across] == [(a, b, ["medical", "computing"]) for a, b in
+                                                              (("vocab-loo", "splare-loo"), ("bm25", "splare-loo"),
+                                                               ("bm25", "hybrid"))]
+    for t in across:
+        per_set = [next(u for u in tests[h] if (u["A"], u["B"]) == (t["A"], t["B"])) for h in t["sets"]]
+        assert t["B - A"] == pytest.approx(sum(u["B - A"] for u in per_set) / 2, abs=2e-4)
+        assert t["queries"] == sum(u["queries"] for u in per_set) and 0 < t["p (randomization)"] <= 1
+    assert "**Across held-out sets**" in (tmp_path / "out" / "generalize.md").read_text()
     again = run_generalize(cfg)  # every row cached
     assert again == json.loads(json.dumps(results))
 

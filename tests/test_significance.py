@@ -94,3 +94,44 @@ def test_the_cli_prints_one_comparison_per_later_run_and_measure(tmp_path, monke
     assert ndcg["A"] == str(a) and ndcg["B"] == str(b) and ndcg["B wins"] == 30
     assert ndcg["p (randomization)"] == pytest.approx(1 / 1000, abs=1e-4)
     assert tests[1]["B - A"] == 0 and tests[1]["p (randomization)"] == 1.0  # both find every relevant document
+
+
+def exact_stratified_p_value(groups):
+    weights = np.concatenate([np.full(len(g), 1 / (len(groups) * len(g))) for g in groups])
+    d = np.concatenate(groups) * weights
+    observed = abs(d.sum())
+    flips = [abs(np.dot(s, d)) >= observed - 1e-12 for s in itertools.product((-1, 1), repeat=len(d))]
+    return np.mean(flips)
+
+
+def test_the_stratified_p_value_estimates_its_exact_enumeration_and_weighs_sets_alike():
+    # a large set that slightly favours B and a small one that strongly favours A: the macro mean is A's
+    groups = [np.array([0.05, 0.04, 0.06, 0.03, 0.05, 0.02, 0.04, 0.05]), np.array([-0.3, -0.2, 0.05])]
+    exact = exact_stratified_p_value(groups)
+    permutations = 20_000
+    estimate = significance.stratified_p_value(groups, permutations, seed=2)
+    assert abs(estimate - exact) < 4 * np.sqrt(exact * (1 - exact) / permutations) + 1 / permutations
+    # pooling the queries instead weighs the eight small gains 8 : 3 against the large losses
+    assert exact == pytest.approx(0.5) and exact_p_value(np.concatenate(groups)) == pytest.approx(0.785, abs=1e-3)
+    with pytest.raises(significance.InputError, match="no judged query"):
+        significance.stratified_p_value([groups[0], np.array([])])
+
+
+def test_across_collections_one_set_is_the_plain_test_and_more_are_macro_averaged(tmp_path):
+    a1 = write_run(tmp_path / "a1.trec", [2] * 30)
+    b1 = write_run(tmp_path / "b1.trec", [1] * 10 + [2] * 20)
+    a2 = write_run(tmp_path / "a2.trec", [1] * 30)
+    b2 = write_run(tmp_path / "b2.trec", [3] * 30)
+    one = significance.compare_across([(QRELS, a1, b1)], permutations=2_000, seed=5)
+    plain = significance.compare_runs(QRELS, a1, b1, permutations=2_000, seed=5)
+    assert one.as_dict() == plain.as_dict() and one.difference == pytest.approx(plain.difference)
+    small = {q: QRELS[q] for q in ("q0", "q1", "q2", "q3", "q4")}  # the second collection: 5 judged queries
+    both = significance.compare_across([(QRELS, a1, b1), (small, a2, b2)], permutations=2_000, seed=5)
+    first = significance.compare_runs(QRELS, a1, b1)
+    second = significance.compare_runs(small, a2, b2)
+    assert both.queries == 35 and (both.wins, both.losses) == (first.wins, second.losses) == (10, 5)
+    assert both.mean_a == pytest.approx((first.mean_a + second.mean_a) / 2)
+    assert both.difference == pytest.approx((first.difference + second.difference) / 2)
+    assert both.difference < 0 < first.difference  # five queries of the small set outweigh ten of the large
+    with pytest.raises(significance.InputError, match="no collection"):
+        significance.compare_across([])
