@@ -31,8 +31,9 @@ from .lucene.significance import DEFAULT_PERMUTATIONS, compare_across, compare_r
 from .model.artifacts import BASE_MODEL, MPNET, content_hash
 from .model.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from .model.dense import COMPUTE_DTYPES
-from .model.settings import DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER, DEFAULT_MODEL, MLM, VOCAB
-from .pipeline import RunSettings, run_bm25_system, run_dense_system, run_fused_system, run_sparse_system
+from .model.settings import DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER, DEFAULT_MODEL, INFO_FILE, MLM, VOCAB
+from .pipeline import (RunSettings, link_corpus_vectors, run_bm25_system, run_dense_system, run_fused_system,
+                       run_sparse_system)
 from .training.losses import DISTILLATIONS
 from .training.negatives import SOURCES as NEGATIVES
 
@@ -230,7 +231,19 @@ def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Datase
                "default": lambda: SaeSparseEncoder(),
                "splare-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, loo_sae(cfg, held_out)))),
                "vocab-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, VOCAB)))}[system]()
+    for other in other_splits(folder, held_out):  # the same corpus, encoded for another split's row
+        if (other / "vectors" / INFO_FILE).is_file() and link_corpus_vectors(other, folder, encoder.info()):
+            log.info("%s %s: corpus vectors and index reused from %s", held_out, system, other)
+            break
     return run_sparse_system(encoder, data, folder, cfg.run, split=cfg.split)
+
+
+def other_splits(folder: Path, held_out: str) -> list[Path]:
+    """The same system's folders for the held-out set's other splits (``nfcorpus``, ``nfcorpus.dev``)."""
+    root = folder.parent.parent
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return [root / n / folder.name for n in names
+            if n != folder.parent.name and (n == held_out or n.startswith(f"{held_out}."))]
 
 
 def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:

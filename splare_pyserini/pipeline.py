@@ -90,6 +90,38 @@ def run_sparse_system(encoder, data: Dataset, folder: str | Path, run: RunSettin
     return row
 
 
+# where two encoders with equal compatibility keys still write other corpus vectors
+DOCUMENT_SIDE_KEYS = ("max_length", "windows", "topk", "dtype", "sae_dtype")
+
+
+def link_corpus_vectors(source: str | Path, folder: str | Path, info: dict) -> bool:
+    """Hard-link ``source``'s corpus vectors and index into ``folder`` when they were encoded with the
+    settings ``info`` records (the encoder then reuses every finished chunk, the pipeline the index): a
+    system that only searches differently, or the same model scored on another split of the corpus. True
+    where they were linked; nothing is linked where ``folder`` already has vectors."""
+    import json
+    import os
+    import shutil
+
+    from .model.settings import INFO_FILE, settings_diff
+
+    source, folder = Path(source), Path(folder)
+    recorded = source / "vectors" / INFO_FILE
+    if (folder / "vectors").exists() or not recorded.is_file() or read_index_info(source / "index") is None:
+        return False
+    try:
+        old = json.loads(recorded.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable: the system encodes its own vectors instead
+        return False
+    if settings_diff(old, info) or any(old.get(k) != info.get(k) for k in ("model_hash", "sae_hash")) \
+            or any(old.get(k, info.get(k)) != info.get(k) for k in DOCUMENT_SIDE_KEYS):
+        return False
+    for part in ("vectors/corpus", "vectors/stats", "index"):
+        shutil.copytree(source / part, folder / part, copy_function=os.link)
+    shutil.copy2(recorded, folder / "vectors" / INFO_FILE)
+    return True
+
+
 def run_bm25_system(data: Dataset, beir_folder: str | Path, folder: str | Path, run: RunSettings = RunSettings(),
                     measures: tuple[str, ...] = DEFAULT_MEASURES, split: str = "test", language: str = "en") -> dict:
     """Stock BM25 (Anserini defaults, the analyzer of ``language``) on the same topics, under ``folder``

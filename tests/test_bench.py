@@ -13,6 +13,7 @@ from splare_pyserini.errors import InputError
 from splare_pyserini.model.artifacts import BASE_MODEL
 from splare_pyserini.model.checkpoint import read_checkpoint
 from splare_pyserini.model.settings import DEFAULT_MODEL, VOCAB
+from splare_pyserini.pipeline import link_corpus_vectors
 
 FIELDS = ("nDCG@10", "R@100", "MRR@10", "index MB", "latency p50 ms", "latency p95 ms",
           "on-the-fly p50 ms", "on-the-fly p95 ms", "QPS 2 threads")
@@ -184,14 +185,15 @@ def test_a_system_that_only_searches_differently_links_splares_vectors(tmp_path)
     chunk = source / "vectors" / "corpus" / "part-000-00000.jsonl"
     chunk.write_text('{"id": "d1", "contents": "", "vector": {"L1": 3}}\n')
     (source / "vectors" / "stats" / "part-000-00000.json").write_text("{}")
-    (source / "vectors" / "encode_info.json").write_text(json.dumps({**info, "corpus": {"topk": None}}))
-    assert not systems.link_vectors(source, tmp_path / "pruned", info)  # no finished index to share
+    (source / "vectors" / "encode_info.json").write_text(json.dumps({**info, "topk": None, "corpus": {"topk": None}}))
+    assert not link_corpus_vectors(source, tmp_path / "pruned", info)  # no finished index to share
     (source / "index" / "splare_index_info.json").write_text("{}")
-    assert not systems.link_vectors(source, tmp_path / "other", {**info, "layer": 4})  # other settings
-    assert systems.link_vectors(source, tmp_path / "pruned", info)
+    assert not link_corpus_vectors(source, tmp_path / "other", {**info, "layer": 4})  # other settings
+    assert not link_corpus_vectors(source, tmp_path / "other", {**info, "topk": 400})  # other document vectors
+    assert link_corpus_vectors(source, tmp_path / "pruned", info)
     linked = tmp_path / "pruned" / "vectors" / "corpus" / chunk.name
     assert linked.stat().st_ino == chunk.stat().st_ino and (tmp_path / "pruned" / "index").is_dir()
-    assert not systems.link_vectors(source, tmp_path / "pruned", info)  # it has vectors now: left alone
+    assert not link_corpus_vectors(source, tmp_path / "pruned", info)  # it has vectors now: left alone
 
 
 def test_a_system_folder_is_emptied_when_its_key_changes(tmp_path):

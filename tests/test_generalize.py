@@ -1,5 +1,6 @@
 """The leave-one-out protocol: what each model may see, and one end-to-end run on two tiny sets."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,15 @@ def test_protocol_end_to_end_on_two_tiny_sets(tmp_path, tiny_model, tiny_sae, mo
     assert "**Across held-out sets**" in (tmp_path / "out" / "generalize.md").read_text()
     again = run_generalize(cfg)  # every row cached
     assert again == json.loads(json.dumps(results))
+    # another split of a held-out set (medical's train queries: its test qrels here) reuses the corpus vectors
+    # and index of the test rows instead of encoding the corpus again, and scores the same
+    on_train = run_generalize(replace(cfg, split="train", held_out=("medical",),
+                                      systems=("bm25", "splare-loo", "vocab-loo")))["medical"]
+    for sparse in ("splare-loo", "vocab-loo"):
+        chunks = sorted((tmp_path / "out" / "medical" / sparse / "vectors" / "corpus").glob("*.jsonl"))
+        linked = tmp_path / "out" / "medical.train" / sparse / "vectors" / "corpus" / chunks[0].name
+        assert chunks and linked.stat().st_ino == chunks[0].stat().st_ino
+        assert on_train[sparse]["nDCG@10"] == results["medical"][sparse]["nDCG@10"]
 
 
 @pytest.mark.integration

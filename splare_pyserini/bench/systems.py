@@ -8,7 +8,6 @@ only what the bench measures beyond it: encode cost and query latency. Adding a 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -71,13 +70,13 @@ def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings],
         from ..lucene.search import SaeQueryEncoder, open_searcher
         from ..model.encoder import SaeSparseEncoder
         from ..model.quantize import quantize
-        from ..pipeline import run_sparse_system
+        from ..pipeline import link_corpus_vectors, run_sparse_system
 
         encoder = SaeSparseEncoder(settings(cfg))
         how = run_settings(cfg)
         source = shares_with(cfg)
         if source:
-            link_vectors(folder.parent / source, folder, encoder.info())
+            link_corpus_vectors(folder.parent / source, folder, encoder.info())
         row = {"model": encoder.settings.model, **run_sparse_system(encoder, data, folder, how, MEASURES)}
         # encode docs/s comes from the timed sample, measured as for dense (it replaces the pipeline's
         # whole-corpus figure, which is absent when finished chunks were reused)
@@ -101,31 +100,6 @@ def run_sparse(settings: Callable[["BenchConfig"], EncoderSettings],
         row.update(batch_throughput(pre, topics, cfg))
         return row
     return run
-
-
-def link_vectors(source: Path, folder: Path, info: dict) -> bool:
-    """Hard-link ``source``'s corpus vectors and index into ``folder`` when they were encoded with the
-    settings ``info`` records (the encoder then reuses every finished chunk, the pipeline the index); True
-    where they were linked. Nothing is linked where ``folder`` already has vectors."""
-    import os
-    import shutil
-
-    from ..lucene.index import read_index_info
-    from ..model.settings import INFO_FILE, settings_diff
-
-    recorded = source / "vectors" / INFO_FILE
-    if (folder / "vectors").exists() or not recorded.is_file() or read_index_info(source / "index") is None:
-        return False
-    try:
-        old = json.loads(recorded.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # unreadable: the system encodes its own vectors instead
-        return False
-    if settings_diff(old, info) or any(old.get(k) != v for k, v in info.items() if k in ("model_hash", "sae_hash")):
-        return False
-    for part in ("vectors/corpus", "vectors/stats", "index"):
-        shutil.copytree(source / part, folder / part, copy_function=os.link)
-    shutil.copy2(recorded, folder / "vectors" / INFO_FILE)
-    return True
 
 
 def floor_of(encoder) -> Callable[[list[str]], object]:
