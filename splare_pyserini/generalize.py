@@ -327,9 +327,11 @@ def tests_across(results: dict[str, dict[str, dict]], output: Path, split: str,
     return found
 
 
-def test_line(t: dict) -> str:
+def paired_line(t: dict) -> str:
+    """One paired test as a markdown item; across sets, the sets it covers."""
+    sets = f"; {', '.join(t['sets'])}" if "sets" in t else ""
     return (f"- {LABELS[t['B']]} − {LABELS[t['A']]}: {t['B - A']:+.4f} nDCG@10, p = {t['p (randomization)']:.3g} "
-            f"(better on {t['B wins']}, worse on {t['B losses']} of {t['queries']} queries)")
+            f"(better on {t['B wins']}, worse on {t['B losses']} of {t['queries']} queries{sets})")
 
 
 def markdown(results: dict[str, dict[str, dict]], split: str = "test",
@@ -343,14 +345,14 @@ def markdown(results: dict[str, dict[str, dict]], split: str = "test",
         parts.append(f"**{held_out}** ({split})\n\n" + markdown_table(
             ("system", f"saw of {held_out}", "nDCG@10", "R@100", "nDCG@10 / BM25", "doc nnz", "terms",
              "posting df"), body))
-        lines = [test_line(t) for t in (tests or {}).get(held_out, [])]
+        lines = [paired_line(t) for t in (tests or {}).get(held_out, [])]
         if lines:
             parts.append(f"Paired randomization test (two-sided, {DEFAULT_PERMUTATIONS:,} sign flips):\n\n"
                          + "\n".join(lines))
     if across:
         parts.append("**Across held-out sets** (each set's mean difference weighs alike; stratified randomization "
                      "test, every query's sign flipped alone):\n\n"
-                     + "\n".join(f"{test_line(t)[:-1]}; {', '.join(t['sets'])})" for t in across))
+                     + "\n".join(paired_line(t) for t in across))
     return "\n\n".join(parts)
 
 
