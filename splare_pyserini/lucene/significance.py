@@ -67,8 +67,6 @@ def stratified_p_value(groups: Sequence[np.ndarray], permutations: int = DEFAULT
                        seed: int = 0) -> float:
     """Two-sided p-value of the mean over groups of each group's mean paired difference, under random sign
     flips of every difference (the groups' queries are independent, so each flips alone)."""
-    if permutations < 1:
-        raise InputError(f"permutations: {permutations}, must be at least 1")
     arrays = [np.asarray(g, dtype=np.float64) for g in groups]
     if not arrays or any(a.size == 0 for a in arrays):
         raise InputError("no judged query to compare in one of the groups")
@@ -78,18 +76,23 @@ def stratified_p_value(groups: Sequence[np.ndarray], permutations: int = DEFAULT
     return randomization_p_value(d * weights * d.size, permutations, seed)
 
 
-def compare_runs(qrels: dict[str, dict[str, int]], run_a: str | Path, run_b: str | Path, measure: str = "nDCG@10",
-                 permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> PairedTest:
-    """Run B against run A on the same judged queries."""
+def paired_scores(qrels: dict[str, dict[str, int]], run_a: str | Path, run_b: str | Path,
+                  measure: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query scores of runs A and B over the same judged queries, in one order."""
     a = per_query_scores(qrels, run_a, [measure])[measure]
     b = per_query_scores(qrels, run_b, [measure])[measure]
     queries = sorted(a)
     if not queries:
-        raise InputError("no judged query in the qrels: nothing to compare")
-    va = np.array([a[q] for q in queries])
-    vb = np.array([b[q] for q in queries])
+        raise InputError(f"{run_a}: no judged query in the qrels: nothing to compare")
+    return np.array([a[q] for q in queries]), np.array([b[q] for q in queries])
+
+
+def compare_runs(qrels: dict[str, dict[str, int]], run_a: str | Path, run_b: str | Path, measure: str = "nDCG@10",
+                 permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> PairedTest:
+    """Run B against run A on the same judged queries."""
+    va, vb = paired_scores(qrels, run_a, run_b, measure)
     d = vb - va
-    return PairedTest(measure=measure, queries=len(queries), mean_a=float(va.mean()), mean_b=float(vb.mean()),
+    return PairedTest(measure=measure, queries=int(d.size), mean_a=float(va.mean()), mean_b=float(vb.mean()),
                       difference=float(d.mean()), p_value=randomization_p_value(d, permutations, seed),
                       wins=int((d > 0).sum()), losses=int((d < 0).sum()))
 
@@ -102,12 +105,7 @@ def compare_across(pairs: Sequence[tuple[dict[str, dict[str, int]], str | Path, 
         raise InputError("no collection to compare")
     a_means, b_means, groups = [], [], []
     for qrels, run_a, run_b in pairs:
-        a = per_query_scores(qrels, run_a, [measure])[measure]
-        b = per_query_scores(qrels, run_b, [measure])[measure]
-        queries = sorted(a)
-        if not queries:
-            raise InputError(f"{run_a}: no judged query in its qrels: nothing to compare")
-        va, vb = np.array([a[q] for q in queries]), np.array([b[q] for q in queries])
+        va, vb = paired_scores(qrels, run_a, run_b, measure)
         a_means.append(va.mean())
         b_means.append(vb.mean())
         groups.append(vb - va)
