@@ -8,7 +8,10 @@ between equal impacts (broken here by latent id): close enough to choose a k, an
 final figure comes from the encoder itself (``--topk``/``--query-topk``, or a model trained with them).
 Each pair is also searched at every ``--min-idfs`` value: Pyserini's impact searcher leaves out the query
 terms whose idf in the index, ln(N / df), is not above it, and a latent that most documents hold costs
-the longest postings while separating few documents.
+the longest postings while separating few documents. ``--impact-scales`` re-rounds every impact (both
+sides) at a fraction of the model's quantization scale: Lucene packs a block of 128 postings' impacts
+into as many bits as the block's largest needs, so a coarser scale is a smaller index; encoding with
+``--quant-scale`` at that fraction of the model's scale gives the same vectors up to the double rounding.
 
     python -m splare_pyserini.bench.prune --dataset nfcorpus --split dev --output runs/prune/nfcorpus.dev
 
@@ -18,11 +21,14 @@ pair within ``--tolerance`` nDCG@10 of the unpruned model (at min idf 0, Pyserin
 
     python -m splare_pyserini.bench.prune --dataset nfcorpus --split dev --output runs/prune/nfcorpus.dev \
         --topk 0 --query-topk 0 --min-idfs 0 0.1 0.2 0.3 0.4 0.5 0.7
+    python -m splare_pyserini.bench.prune --dataset nfcorpus --split dev --output runs/prune/nfcorpus.dev \
+        --topk 0 400 --query-topk 0 --impact-scales 1 0.5 0.25 0.125
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -56,6 +62,8 @@ class PruneConfig:
                                        "checkpoint's trained value)")
     min_idfs: tuple[float, ...] = option((0.0,), "Pyserini's --min-idf values each pair is searched at (query terms "
                                                  "with idf = ln(N / df) at or below it are left out; 0: its default)")
+    impact_scales: tuple[float, ...] = option((1.0,), "fractions of the model's quantization scale every impact is "
+                                                      "re-rounded at, documents and queries (1: as encoded)")
     max_queries: int | None = option(None, "run only the first N queries of the split (by id order), e.g. a "
                                            "slice of a large train split")
     tolerance: float = option(0.005, "largest nDCG@10 loss against the unpruned model a chosen pair may have")
@@ -69,6 +77,8 @@ class PruneConfig:
             require(bool(values) and all(k >= 0 for k in values), f"{name}: one or more k >= 0 (0: all)")
         require(bool(self.min_idfs) and all(m >= 0 for m in self.min_idfs), "min_idfs: one or more values >= 0")
         require(not self.run.min_idf, "min_idf: the sweep takes --min-idfs")
+        require(bool(self.impact_scales) and all(0 < f <= 1 for f in self.impact_scales),
+                "impact_scales: one or more fractions in (0, 1]")
         require(self.max_queries is None or self.max_queries >= 1, "max_queries: must be >= 1")
         require(self.token_k is None or self.token_k >= 1, f"token_k: must be >= 1, got {self.token_k}")
         require(self.tolerance >= 0, "tolerance: must be >= 0")
@@ -83,11 +93,27 @@ def cut(vector: dict[str, int], k: int) -> dict[str, int]:
     return {t: w for t, w in vector.items() if t in kept}
 
 
-def cut_folder(source: Path, dest: Path, k: int, kind: str) -> Path:
-    """Copy an encode folder's ``corpus/`` (kind ``corpus``) or ``queries.jsonl`` (``queries``) cut to ``k``,
-    with its ``encode_info.json`` recording that top-k."""
+def rescale(vector: dict[str, int], scale: float) -> dict[str, int]:
+    """Impacts re-rounded at ``scale`` times their quantization scale (halves up), zeros dropped."""
+    if scale == 1:
+        return vector
+    kept = {t: math.floor(w * scale + 0.5) for t, w in vector.items()}
+    return {t: w for t, w in kept.items() if w > 0}
+
+
+def variant(k: int, scale: float) -> str:
+    """A cut's folder-name suffix: ``4``, or ``4-x0.25`` for impacts re-rounded at a quarter of the scale."""
+    return f"{k}" if scale == 1 else f"{k}-x{scale:g}"
+
+
+def cut_folder(source: Path, dest: Path, k: int, kind: str, scale: float = 1.0) -> Path:
+    """Copy an encode folder's ``corpus/`` (kind ``corpus``) or ``queries.jsonl`` (``queries``) cut to ``k``
+    and re-rounded at ``scale``, with its ``encode_info.json`` recording both."""
     info = json.loads((source / INFO_FILE).read_text(encoding="utf-8"))
-    info[kind] = {**info.get(kind, {}), "topk": k or None, "cut_from": str(source)}
+    info[kind] = {**info.get(kind, {}), "topk": k or None, "cut_from": str(source),
+                  **({"impact_scale": scale} if scale != 1 else {})}
+    if scale != 1:
+        info["quant_scale"] = info["quant_scale"] * scale
     dest.mkdir(parents=True, exist_ok=True)
     files = sorted((source / "corpus").glob("*.jsonl")) if kind == "corpus" else [source / "queries.jsonl"]
     for file in files:
@@ -96,7 +122,7 @@ def cut_folder(source: Path, dest: Path, k: int, kind: str) -> Path:
         with open(file, encoding="utf-8") as src, atomic_write(target) as out:
             for line in src:
                 obj = json.loads(line)
-                obj["vector"] = cut(obj["vector"], k)
+                obj["vector"] = rescale(cut(obj["vector"], k), scale)
                 out.write(json.dumps(obj, ensure_ascii=False) + "\n")
     with atomic_write(dest / INFO_FILE) as out:
         json.dump(info, out, indent=2, sort_keys=True)
@@ -105,12 +131,18 @@ def cut_folder(source: Path, dest: Path, k: int, kind: str) -> Path:
 
 def choose(rows: list[dict], tolerance: float) -> dict | None:
     """The setting with the fewest postings read (then the smallest index) whose nDCG@10 is within
-    ``tolerance`` of the unpruned pair's at min idf 0."""
-    full = next((r for r in rows if r["topk"] == ALL and r["query_topk"] == ALL and not r.get("min_idf")), None)
+    ``tolerance`` of the unpruned pair's at min idf 0 and impacts as encoded."""
+    full = next((r for r in rows if r["topk"] == ALL and r["query_topk"] == ALL and not r.get("min_idf")
+                 and r.get("impact_scale", 1) == 1), None)
     if full is None:
         return None
     within = [r for r in rows if r["nDCG@10"] >= full["nDCG@10"] - tolerance]
     return min(within, key=lambda r: (r["postings per query"], r["index MB"]))
+
+
+def max_impact(path: Path) -> int:
+    """The largest impact in a vector file or folder: the bits Lucene's blocks of impacts need."""
+    return max((max(v.values(), default=0) for v in read_vectors(path)), default=0)
 
 
 def searched_per_query(queries: Path, kept: set[str]) -> float:
@@ -135,19 +167,20 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
     encode_queries(data.queries, vectors, encoder, source=f"{data.name}:{cfg.split}")
     qrels = qrels_file(data, output, cfg.split)
     rows = []
-    for k in cfg.topk:
-        docs = cut_folder(vectors, output / f"doc-{k}", k, "corpus") if k else vectors
-        index = output / f"doc-{k}" / "index"
+    for k, f in ((k, f) for k in cfg.topk for f in cfg.impact_scales):
+        docs = cut_folder(vectors, output / f"doc-{variant(k, f)}", k, "corpus", f) if k or f != 1 else vectors
+        index = output / f"doc-{variant(k, f)}" / "index"
         if read_index_info(index) is None:
             index_vectors(docs, index, threads=cfg.run.threads, overwrite=True)
         freq, documents = document_frequencies(docs / "corpus")
         for qk, m in ((qk, m) for qk in cfg.query_topk for m in cfg.min_idfs):
-            queries = (cut_folder(vectors, output / f"query-{qk}", qk, "queries") if qk else vectors) / "queries.jsonl"
+            queries = (cut_folder(vectors, output / f"query-{variant(qk, f)}", qk, "queries", f) if qk or f != 1
+                       else vectors) / "queries.jsonl"
             # postings: of the terms searched (counted so since min idf existed; older rows are recomputed)
             key = {"model": encoder.info()["model_hash"], "split": cfg.split, "queries": len(data.queries),
                    "topk": k, "query_topk": qk, "run": cfg.run.key(), "postings": "searched terms",
-                   **({"min_idf": m} if m else {})}
-            name = f"doc-{k}-query-{qk}" + (f"-idf-{m:g}" if m else "")
+                   **({"min_idf": m} if m else {}), **({"impact_scale": f} if f != 1 else {})}
+            name = f"doc-{variant(k, f)}-query-{qk}" + (f"-idf-{m:g}" if m else "")
             cached = output / "rows" / f"{name}.json"
             row = load_row(cached, key)
             if row is None:
@@ -155,26 +188,30 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
                                      output / "runs" / f"{name}.trec", cfg.run.hits, cfg.run.threads,
                                      cfg.run.search_batch_size)
                 kept = searched(freq, documents, m)
-                row = {"topk": k, "query_topk": qk, "min_idf": m,
+                row = {"topk": k, "query_topk": qk, "min_idf": m, "impact_scale": f,
                        **evaluate_run(data.qrels, trec, qrels, DEFAULT_MEASURES),
                        "doc nnz": round(mean_nonzeros(docs / "corpus"), 1), "query nnz": round(mean_nonzeros(queries), 1),
                        "query terms searched": round(searched_per_query(queries, kept), 1),
                        "postings per query": round(mean_postings(queries, freq, documents, m)),
+                       "max doc impact": max_impact(docs / "corpus"),
                        "index MB": round(index_size_bytes(index) / 1e6, 3)}
                 save_row(cached, key, row)
-            log.info("doc k %s, query k %s, min idf %g: nDCG@10 %.4f", k or "all", qk or "all", m, row["nDCG@10"])
+            log.info("doc k %s, query k %s, min idf %g, impacts x%g: nDCG@10 %.4f", k or "all", qk or "all", m, f,
+                     row["nDCG@10"])
             rows.append(row)
     chosen = choose(rows, cfg.tolerance)
     report = {"dataset": data.name, "split": cfg.split, "queries": len(data.queries), "model": cfg.model,
               "encoder": encoder.info(), "tolerance": cfg.tolerance, "rows": rows, "chosen": chosen}
     write_json(output / "prune.json", report)
-    columns = ["doc k", "query k", "min idf", "nDCG@10", "R@100", "doc nnz", "query nnz", "query terms searched",
-               "postings per query", "index MB"]
-    table = markdown_table(columns, [[r["topk"] or "all", r["query_topk"] or "all", f"{r['min_idf']:g}", r["nDCG@10"],
-                                      r["R@100"], r["doc nnz"], r["query nnz"], r["query terms searched"],
-                                      r["postings per query"], r["index MB"]] for r in rows])
+    columns = ["doc k", "query k", "min idf", "impact scale", "nDCG@10", "R@100", "doc nnz", "query nnz",
+               "query terms searched", "postings per query", "max doc impact", "index MB"]
+    table = markdown_table(columns, [[r["topk"] or "all", r["query_topk"] or "all", f"{r['min_idf']:g}",
+                                      f"{r.get('impact_scale', 1):g}", r["nDCG@10"], r["R@100"], r["doc nnz"],
+                                      r["query nnz"], r["query terms searched"], r["postings per query"],
+                                      r.get("max doc impact", ""), r["index MB"]] for r in rows])
     choice = (f"chosen (fewest postings within {cfg.tolerance} nDCG@10 of unpruned): doc k {chosen['topk'] or 'all'}, "
-              f"query k {chosen['query_topk'] or 'all'}, min idf {chosen['min_idf']:g}" if chosen
+              f"query k {chosen['query_topk'] or 'all'}, min idf {chosen['min_idf']:g}, "
+              f"impact scale {chosen.get('impact_scale', 1):g}" if chosen
               else "no unpruned row: nothing chosen")
     with atomic_write(output / "prune.md") as out:
         out.write(f"**{data.name}** ({cfg.split}, {len(data.queries)} queries, {cfg.model})\n\n{table}\n\n{choice}\n")
