@@ -170,6 +170,22 @@ def test_min_idf_reaches_the_searchers_and_keys_rows_only_when_set():
         parse_config(bench.BenchConfig, ["--pruned-min-idf", "-1"], "bench")
 
 
+def test_a_coarser_quant_scale_reaches_the_pruned_encoder_and_keys_its_rows_only_when_set():
+    cfg = parse_config(bench.BenchConfig, ["--pruned-topk", "0", "--pruned-query-topk", "0", "--pruned-quant-scale",
+                                           "11.5"], "bench").resolved()
+    pruned, splare = systems.REGISTRY["splare-pruned"], systems.REGISTRY["splare"]
+    assert systems.pruned_settings(cfg).quant_scale == 11.5
+    assert systems.splare_settings(cfg, cfg.topk, cfg.query_topk).quant_scale is None  # the model's own
+    assert systems.pruned_shares_with(cfg) is None  # other impacts: its own vectors and index
+    assert systems.describe_pruned(cfg) == "SPLARE, quant scale 11.5"
+    assert bench.cache_key(pruned, cfg, 10, 2)["config"]["pruned_quant_scale"] == 11.5
+    plain = bench.BenchConfig().resolved()
+    for system in (pruned, splare):  # rows cached before the field existed keep their keys
+        assert "pruned_quant_scale" not in bench.cache_key(system, plain, 10, 2)["config"]
+    with pytest.raises(InputError, match="^pruned_quant_scale: must be > 0, got 0.0$"):
+        parse_config(bench.BenchConfig, ["--pruned-quant-scale", "0"], "bench")
+
+
 def test_a_system_that_only_searches_differently_links_splares_vectors(tmp_path):
     """--pruned-min-idf alone prunes at search time: the pruned system reuses SPLARE's vectors and index
     (hard links) instead of encoding the corpus again; any other setting encodes its own."""

@@ -58,6 +58,8 @@ class BenchConfig:
                                        "model's own, a checkpoint's trained value)")
     pruned_topk: int = option(256, "splare-pruned: latents kept per document (0: all)")
     pruned_query_topk: int = option(64, "splare-pruned: latents kept per query (0: all)")
+    pruned_quant_scale: float | None = option(None, "splare-pruned: impact = round(weight * scale) for both sides "
+                                                    "(default: the model's own; a smaller one is a smaller index)")
     pruned_min_idf: float | None = option(None, "splare-pruned: Pyserini's --min-idf for its queries (default: "
                                                 "the run's --min-idf)")
     max_length: int = option(EncoderSettings.max_length, "document tokens kept (every encoder)")
@@ -85,6 +87,8 @@ class BenchConfig:
         for name in ("pruned_topk", "pruned_query_topk", "pruned_min_idf"):
             value = getattr(self, name)
             require(value is None or value >= 0, f"{name}: must be >= 0, got {value}")
+        require(self.pruned_quant_scale is None or self.pruned_quant_scale > 0,
+                f"pruned_quant_scale: must be > 0, got {self.pruned_quant_scale}")
 
     @property
     def output_path(self) -> Path:
@@ -100,13 +104,16 @@ class BenchConfig:
                        vocab_layer=self.vocab_layer or read_checkpoint(DEFAULT_MODEL).layer)
 
 
+OPTIONAL_KEYS = ("token_k", "pruned_min_idf", "pruned_quant_scale")  # keyed only when set
+
+
 def cache_key(system: System, cfg: BenchConfig, n_docs: int, n_queries: int) -> dict:
     """What one system's row depends on: its config fields, the set's size and its model's content
     (a default retrained in place is measured again)."""
-    # token_k, pruned_min_idf and the run's min_idf only when asked: rows cached before those fields
-    # existed keep their keys
+    # token_k, pruned_min_idf, pruned_quant_scale and the run's min_idf only when asked: rows cached before
+    # those fields existed keep their keys
     config = {name: cfg.run.key() if name == "run" else getattr(cfg, name) for name in system.key_fields
-              if not (name in ("token_k", "pruned_min_idf") and getattr(cfg, name) is None)}
+              if not (name in OPTIONAL_KEYS and getattr(cfg, name) is None)}
     key = {"system": system.name, "config": config, "docs": n_docs, "queries": n_queries,
            "weights": content_hash(system.weights(cfg))}
     return json.loads(json.dumps(key, default=asdict))  # as saved: tuples are lists, configs dicts

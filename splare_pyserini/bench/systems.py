@@ -135,10 +135,11 @@ def batch_throughput(searcher, topics, cfg: "BenchConfig") -> dict[str, float]:
     return queries_per_second(len(texts), lambda threads: searcher.batch_search(texts, ids, cfg.run.hits, threads))
 
 
-def splare_settings(cfg: "BenchConfig", topk: int | None, query_topk: int | None) -> EncoderSettings:
+def splare_settings(cfg: "BenchConfig", topk: int | None, query_topk: int | None,
+                    quant_scale: float | None = None) -> EncoderSettings:
     return EncoderSettings(model=cfg.splare_model or DEFAULT_MODEL, max_length=cfg.max_length,
                            query_max_length=cfg.query_max_length, topk=topk, query_topk=query_topk,
-                           token_k=cfg.token_k)
+                           token_k=cfg.token_k, quant_scale=quant_scale)
 
 
 def vocab_settings(cfg: "BenchConfig") -> EncoderSettings:
@@ -215,7 +216,7 @@ def pruned_run(cfg: "BenchConfig") -> "RunSettings":
 
 
 def pruned_settings(cfg: "BenchConfig") -> EncoderSettings:
-    return splare_settings(cfg, cfg.pruned_topk or None, cfg.pruned_query_topk or None)
+    return splare_settings(cfg, cfg.pruned_topk or None, cfg.pruned_query_topk or None, cfg.pruned_quant_scale)
 
 
 def pruned_shares_with(cfg: "BenchConfig") -> str | None:
@@ -226,12 +227,14 @@ def pruned_shares_with(cfg: "BenchConfig") -> str | None:
 
 def describe_pruned(cfg: "BenchConfig") -> str:
     sides = " / ".join(f"top-{k} {side}" for k, side in ((cfg.pruned_topk, "doc"), (cfg.pruned_query_topk, "query")) if k)
-    cuts = [f"{sides} latents" if sides else "", f"min idf {cfg.pruned_min_idf:g}" if cfg.pruned_min_idf is not None else ""]
+    cuts = [f"{sides} latents" if sides else "", f"min idf {cfg.pruned_min_idf:g}" if cfg.pruned_min_idf is not None else "",
+            f"quant scale {cfg.pruned_quant_scale:g}" if cfg.pruned_quant_scale is not None else ""]
     return "SPLARE, " + ", ".join(c for c in cuts if c) if any(cuts) else "SPLARE, unpruned"
 
 
 register(System("splare-pruned", "SPLARE pruned", "P",
-                SPARSE + ("splare_model", "pruned_topk", "pruned_query_topk", "pruned_min_idf", "token_k"),
+                SPARSE + ("splare_model", "pruned_topk", "pruned_query_topk", "pruned_min_idf", "pruned_quant_scale",
+                          "token_k"),
                 run_sparse(pruned_settings, pruned_run, shares_with=pruned_shares_with),
                 weights=_splare_model, describe=describe_pruned))
 register(System("vocab", "vocab-SPLADE", "^", SPARSE + ("vocab_model", "vocab_layer", "topk", "query_topk"),
