@@ -110,8 +110,7 @@ OPTIONAL_KEYS = ("token_k", "pruned_min_idf", "pruned_quant_scale")  # keyed onl
 def cache_key(system: System, cfg: BenchConfig, n_docs: int, n_queries: int) -> dict:
     """What one system's row depends on: its config fields, the set's size and its model's content
     (a default retrained in place is measured again)."""
-    # token_k, pruned_min_idf, pruned_quant_scale and the run's min_idf only when asked: rows cached before
-    # those fields existed keep their keys
+    # OPTIONAL_KEYS and the run's min_idf only when asked: rows cached before those fields existed keep their keys
     config = {name: cfg.run.key() if name == "run" else getattr(cfg, name) for name in system.key_fields
               if not (name in OPTIONAL_KEYS and getattr(cfg, name) is None)}
     key = {"system": system.name, "config": config, "docs": n_docs, "queries": n_queries,

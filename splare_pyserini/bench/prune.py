@@ -140,9 +140,12 @@ def choose(rows: list[dict], tolerance: float) -> dict | None:
     return min(within, key=lambda r: (r["postings per query"], r["index MB"]))
 
 
-def max_impact(path: Path) -> int:
-    """The largest impact in a vector file or folder: the bits Lucene's blocks of impacts need."""
-    return max((max(v.values(), default=0) for v in read_vectors(path)), default=0)
+def corpus_impacts(path: Path) -> tuple[float, int]:
+    """Mean terms per document and the largest impact (the bits Lucene's blocks of impacts need), in one read."""
+    total = count = top = 0
+    for vector in read_vectors(path):
+        total, count, top = total + len(vector), count + 1, max(top, *vector.values(), 0)
+    return total / max(count, 1), top
 
 
 def searched_per_query(queries: Path, kept: set[str]) -> float:
@@ -173,6 +176,7 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
         if read_index_info(index) is None:
             index_vectors(docs, index, threads=cfg.run.threads, overwrite=True)
         freq, documents = document_frequencies(docs / "corpus")
+        doc_nnz, top = corpus_impacts(docs / "corpus")  # once per document variant, not per row
         for qk, m in ((qk, m) for qk in cfg.query_topk for m in cfg.min_idfs):
             queries = (cut_folder(vectors, output / f"query-{variant(qk, f)}", qk, "queries", f) if qk or f != 1
                        else vectors) / "queries.jsonl"
@@ -190,10 +194,10 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
                 kept = searched(freq, documents, m)
                 row = {"topk": k, "query_topk": qk, "min_idf": m, "impact_scale": f,
                        **evaluate_run(data.qrels, trec, qrels, DEFAULT_MEASURES),
-                       "doc nnz": round(mean_nonzeros(docs / "corpus"), 1), "query nnz": round(mean_nonzeros(queries), 1),
+                       "doc nnz": round(doc_nnz, 1), "query nnz": round(mean_nonzeros(queries), 1),
                        "query terms searched": round(searched_per_query(queries, kept), 1),
                        "postings per query": round(mean_postings(queries, freq, documents, m)),
-                       "max doc impact": max_impact(docs / "corpus"),
+                       "max doc impact": top,
                        "index MB": round(index_size_bytes(index) / 1e6, 3)}
                 save_row(cached, key, row)
             log.info("doc k %s, query k %s, min idf %g, impacts x%g: nDCG@10 %.4f", k or "all", qk or "all", m, f,
