@@ -74,7 +74,11 @@ def test_every_pair_is_indexed_run_and_scored_then_cached(tmp_path, tiny_model, 
     beir = build_tiny_beir(tmp_path / "beir")
     cfg = PruneConfig(dataset=str(beir), split="train", output=str(tmp_path / "prune"), model=str(tiny_model),
                       sae=str(tiny_sae), topk=(0, 4), query_topk=(0, 6), min_idfs=(0.0, 0.3), impact_scales=(1, 0.25))
+    kinds_cut, cut_folder = [], prune.cut_folder
+    monkeypatch.setattr(prune, "cut_folder", lambda *args: kinds_cut.append(args[3]) or cut_folder(*args))
     report = run_prune_sweep(cfg)
+    # each query variant (k 6 at scales 1 and 0.25, all at 0.25) written once, not per document variant or min idf
+    assert kinds_cut.count("queries") == 3 and kinds_cut.count("corpus") == 3
     rows = {(r["topk"], r["query_topk"]): r for r in report["rows"] if r["min_idf"] == 0 and r["impact_scale"] == 1}
     assert set(rows) == {(0, 0), (0, 6), (4, 0), (4, 6)} and len(report["rows"]) == 16
     assert rows[(4, 0)]["doc nnz"] <= 4 < rows[(0, 0)]["doc nnz"]

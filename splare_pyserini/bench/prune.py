@@ -26,6 +26,7 @@ pair within ``--tolerance`` nDCG@10 of the unpruned model (at min idf 0, Pyserin
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -169,6 +170,13 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
     encode_corpus(data.corpus, vectors, encoder, cfg.run.batch_size, chunk_size=cfg.run.chunk_size, source=data.name)
     encode_queries(data.queries, vectors, encoder, source=f"{data.name}:{cfg.split}")
     qrels = qrels_file(data, output, cfg.split)
+
+    @functools.cache
+    def query_file(qk: int, f: float) -> Path:
+        """The queries cut to ``qk`` and re-rounded at ``f``: written once, shared by every document variant."""
+        return (cut_folder(vectors, output / f"query-{variant(qk, f)}", qk, "queries", f) if qk or f != 1
+                else vectors) / "queries.jsonl"
+
     rows = []
     for k, f in ((k, f) for k in cfg.topk for f in cfg.impact_scales):
         docs = cut_folder(vectors, output / f"doc-{variant(k, f)}", k, "corpus", f) if k or f != 1 else vectors
@@ -178,8 +186,7 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
         freq, documents = document_frequencies(docs / "corpus")
         doc_nnz, top = corpus_impacts(docs / "corpus")  # once per document variant, not per row
         for qk, m in ((qk, m) for qk in cfg.query_topk for m in cfg.min_idfs):
-            queries = (cut_folder(vectors, output / f"query-{variant(qk, f)}", qk, "queries", f) if qk or f != 1
-                       else vectors) / "queries.jsonl"
+            queries = query_file(qk, f)
             # postings: of the terms searched (counted so since min idf existed; older rows are recomputed)
             key = {"model": encoder.info()["model_hash"], "split": cfg.split, "queries": len(data.queries),
                    "topk": k, "query_topk": qk, "run": cfg.run.key(), "postings": "searched terms",
