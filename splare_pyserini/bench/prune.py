@@ -186,7 +186,6 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
         freq, documents = document_frequencies(docs / "corpus")
         doc_nnz, top = corpus_impacts(docs / "corpus")  # once per document variant, not per row
         for qk, m in ((qk, m) for qk in cfg.query_topk for m in cfg.min_idfs):
-            queries = query_file(qk, f)
             # postings: of the terms searched (counted so since min idf existed; older rows are recomputed)
             key = {"model": encoder.info()["model_hash"], "split": cfg.split, "queries": len(data.queries),
                    "topk": k, "query_topk": qk, "run": cfg.run.key(), "postings": "searched terms",
@@ -195,6 +194,7 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
             cached = output / "rows" / f"{name}.json"
             row = load_row(cached, key)
             if row is None:
+                queries = query_file(qk, f)
                 trec = search_topics(open_searcher(index, str(queries), m), vectors / "topics.tsv",
                                      output / "runs" / f"{name}.trec", cfg.run.hits, cfg.run.threads,
                                      cfg.run.search_batch_size)
