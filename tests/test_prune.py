@@ -130,6 +130,7 @@ def test_every_pair_is_indexed_run_and_scored_then_cached(tmp_path, tiny_model, 
     assert checked > 0
 
     monkeypatch.setattr(prune, "search_topics", fail_if_called("search_topics"))
+    monkeypatch.setattr(prune, "document_frequencies", fail_if_called("document_frequencies"))
     kinds_cut.clear()
     assert run_prune_sweep(cfg)["rows"] == report["rows"]  # every row cached
-    assert "queries" not in kinds_cut  # and no query file written for them
+    assert kinds_cut == []  # and no query or document variant written or read again for them

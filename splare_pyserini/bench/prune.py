@@ -177,14 +177,19 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
         return (cut_folder(vectors, output / f"query-{variant(qk, f)}", qk, "queries", f) if qk or f != 1
                 else vectors) / "queries.jsonl"
 
-    rows = []
-    for k, f in ((k, f) for k in cfg.topk for f in cfg.impact_scales):
+    @functools.cache
+    def document_variant(k: int, f: float) -> tuple[Path, dict[str, int], int, float, int]:
+        """The documents cut to ``k`` at ``f``: their index, document frequencies, count, mean terms and largest
+        impact; built once per variant, and only for a variant with a row not cached yet."""
         docs = cut_folder(vectors, output / f"doc-{variant(k, f)}", k, "corpus", f) if k or f != 1 else vectors
         index = output / f"doc-{variant(k, f)}" / "index"
         if read_index_info(index) is None:
             index_vectors(docs, index, threads=cfg.run.threads, overwrite=True)
         freq, documents = document_frequencies(docs / "corpus")
-        doc_nnz, top = corpus_impacts(docs / "corpus")  # once per document variant, not per row
+        return (index, freq, documents, *corpus_impacts(docs / "corpus"))
+
+    rows = []
+    for k, f in ((k, f) for k in cfg.topk for f in cfg.impact_scales):
         for qk, m in ((qk, m) for qk in cfg.query_topk for m in cfg.min_idfs):
             # postings: of the terms searched (counted so since min idf existed; older rows are recomputed)
             key = {"model": encoder.info()["model_hash"], "split": cfg.split, "queries": len(data.queries),
@@ -194,6 +199,7 @@ def run_prune_sweep(cfg: PruneConfig) -> dict:
             cached = output / "rows" / f"{name}.json"
             row = load_row(cached, key)
             if row is None:
+                index, freq, documents, doc_nnz, top = document_variant(k, f)
                 queries = query_file(qk, f)
                 trec = search_topics(open_searcher(index, str(queries), m), vectors / "topics.tsv",
                                      output / "runs" / f"{name}.trec", cfg.run.hits, cfg.run.threads,
