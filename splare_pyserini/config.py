@@ -191,6 +191,10 @@ def config_to_argv(config: object) -> list[str]:
             argv.append(_flag(f) if value else "--no-" + _flag(f)[2:])
         elif isinstance(value, (tuple, list)):
             argv += [_flag(f), *map(str, value)]
+        elif value is None and "none" in (f.metadata.get("choices") or ()):
+            # "none" is one of this field's values, so unset is said by leaving the flag out (its default)
+            if f.default is not None:
+                raise TypeError(f"{type(config).__name__}.{f.name}: unset cannot be said on a command line")
         else:
             argv += [_flag(f), "none" if value is None else str(value)]
     return positionals + argv

@@ -53,7 +53,14 @@ def test_none_is_a_value_where_a_fields_choices_name_it():
         cfg = parse_config(cls, [*required, "--saturation", "none"], "prog")
         assert cfg.encoder.saturation == "none"
         assert parse_config(cls, config_to_argv(cfg), "prog") == cfg
-        assert parse_config(cls, required, "prog").encoder.saturation is None  # unset: the SAE's recorded one
+        unset = parse_config(cls, required, "prog")
+        assert unset.encoder.saturation is None  # unset: the SAE's recorded one
+        assert "--saturation" not in config_to_argv(unset) and parse_config(cls, config_to_argv(unset), "prog") == unset
+    from splare_pyserini.train_sae import TrainSaeConfig  # generalize starts its SAEs' training from such an argv
+
+    for saturation in (None, "none", "log1p"):
+        sae_cfg = TrainSaeConfig(input=("scifact",), output="o", saturation=saturation)
+        assert parse_config(TrainSaeConfig, config_to_argv(sae_cfg), "prog") == sae_cfg
     assert parse_config(Outer, ["--output", "o", "--layer", "none"], "prog").layer is None
 
 
