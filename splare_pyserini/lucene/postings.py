@@ -47,6 +47,13 @@ def document_frequencies(corpus: Path) -> tuple[Counter, int]:
     return freq, documents
 
 
+def posting_breadth(freq: Counter, documents: int) -> float:
+    """Mean over postings of the fraction of documents holding the posting's term (a term of document
+    frequency df has df postings, each weighing df / N)."""
+    postings = sum(freq.values())
+    return sum(df * df for df in freq.values()) / (max(documents, 1) * max(postings, 1))
+
+
 def searched(freq: Counter, documents: int, min_idf: float = 0.0) -> set[str]:
     """The terms Pyserini's impact searcher sends to Lucene: idf = ln(N / df) above ``min_idf``."""
     return {t for t, df in freq.items() if math.log(documents / df) > min_idf}
@@ -75,7 +82,5 @@ def posting_stats(corpus: Path, queries: Path, min_idf: float = 0.0) -> PostingS
     """Term count, posting breadth and postings read per query of an encoded corpus and its queries
     (the query terms searched at Pyserini's ``min_idf``: idf above it)."""
     freq, documents = document_frequencies(corpus)
-    postings = sum(freq.values())
-    breadth = sum(df * df for df in freq.values()) / (max(documents, 1) * max(postings, 1))
-    return PostingStats(terms=len(freq), posting_df=breadth,
+    return PostingStats(terms=len(freq), posting_df=posting_breadth(freq, documents),
                         postings_per_query=mean_postings(queries, freq, documents, min_idf))

@@ -14,15 +14,15 @@ import json
 from collections import Counter
 
 from splare_pyserini.datasets import load_beir, resolve_beir_folder
+from splare_pyserini.lucene.postings import posting_breadth
 from splare_pyserini.model.encoder import SaeSparseEncoder
 from splare_pyserini.model.settings import EncoderSettings
 
 
 def breadth(vectors: list[dict[str, int]]) -> dict:
     df = Counter(t for v in vectors for t in v)
-    postings = sum(len(v) for v in vectors)
-    return {"docs": len(vectors), "doc nnz": round(postings / len(vectors), 1), "terms": len(df),
-            "posting breadth": round(sum(df[t] for v in vectors for t in v) / postings / len(vectors), 4)}
+    return {"docs": len(vectors), "doc nnz": round(sum(df.values()) / len(vectors), 1), "terms": len(df),
+            "posting breadth": round(posting_breadth(df, len(vectors)), 4)}
 
 
 def system(text: str) -> tuple[str, dict]:
