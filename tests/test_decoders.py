@@ -271,6 +271,10 @@ def test_a_mean_initialized_decoder_bias_fits_states_with_a_large_offset(tmp_pat
                         activations=acts)
         record = json.loads((sae / "training.json").read_text())
         assert record["b_dec_init"] == init
+        assert record["mean_state_share"] == pytest.approx(float(acts.mean(0).pow(2).sum() / acts.pow(2).sum(1).mean()),
+                                                           abs=1e-4)
+        assert record["mean_state_share"] > 0.9  # 2 x 30^2 of offset against 32 of noise per state
+        assert "the mean state carries" in (sae / "README.md").read_text()
         explained[init] = record["explained_variance"]
     assert explained["mean"] > 0 > explained["zeros"]
 

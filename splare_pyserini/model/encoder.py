@@ -8,6 +8,7 @@ settings itself, so the Python API and the CLI encode queries identically.
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -25,6 +26,7 @@ from .settings import DEFAULT_SAE, MLM, VOCAB, VOCABULARY_PROJECTIONS, EncoderSe
 from .sparse import SparseLatentModel
 
 Progress = Callable[[int], None]
+log = logging.getLogger(__name__)
 
 
 def normalize_query(text: str) -> str:
@@ -54,6 +56,11 @@ def load_sparse_model(settings: EncoderSettings, device: str = "cpu") -> LoadedM
                             f"max pooling; this model pools by {pooling}")
     spec = settings.sae if settings.sae is not None else (ckpt.projection_spec if ckpt else DEFAULT_SAE)
     bundled = ckpt is not None and spec == ckpt.projection_spec
+    if ckpt is not None and not bundled:
+        # legitimate (an SAE swapped under a fine-tuned backbone), but easy to fall into: EncoderSettings()
+        # names the shipped fine-tuned default, not its base model
+        log.warning("checkpoint %s was fine-tuned through %s; encoding its backbone through %s instead (give "
+                    "model=%s for the base model)", settings.model, ckpt.projection_spec, spec, base_model)
     sae, recorded, recorded_scale, recorded_saturation, recorded_attention = None, None, None, None, None
     if spec == MLM:
         layer = settings.layer if settings.layer is not None else int(model_config(base_model).num_hidden_layers)

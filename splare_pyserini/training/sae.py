@@ -174,6 +174,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     trained = trainer.fit().to("cpu")
     seconds_train = seconds_before + time.time() - training_started
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
+    stats["mean_state_share"] = mean_state_share(acts)
     saturation = cfg.saturation or "log1p"
     scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS], saturation=saturation)
     trained.cfg.metadata["splare_quant_scale"] = scale
@@ -234,6 +235,19 @@ def reconstruction_stats(sae, acts: torch.Tensor) -> dict:
     return {"explained_variance": round(float(1 - fvu), 4), "alive_fraction_on_sample": round(float(alive), 4)}
 
 
+@torch.inference_mode()
+def mean_state_share(acts: torch.Tensor) -> float:
+    """Share of the states' mean squared norm carried by their mean vector. Near 1, every state sits near one
+    large constant offset (e5's final layer, LLM residual streams); an SAE whose decoder bias starts at zero
+    must then spend latents that fire on every token on it (``--b-dec-init mean`` starts it there)."""
+    total, squares = torch.zeros(acts.shape[1], dtype=torch.float64), 0.0
+    for chunk in acts.split(65_536):  # in chunks: a copy of millions of states in float64 would not fit
+        chunk = chunk.double()
+        total += chunk.sum(0)
+        squares += float(chunk.pow(2).sum())
+    return round(float((total / len(acts)).pow(2).sum()) / (squares / len(acts)), 4)
+
+
 def model_card(r: dict) -> str:
     jumprelu = r.get("architecture") == "jumprelu"
     kind, trainer = ("JumpReLU", "JumpReLUTrainingSAE") if jumprelu else ("TopK", "TopKTrainingSAE")
@@ -261,6 +275,8 @@ Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` an
   training {r['seconds_training']} s
 - quality on {STATS_TOKENS:,} training states: explained variance {r['explained_variance']},
   alive latents {r['alive_fraction_on_sample']}
+- the mean state carries {r.get('mean_state_share', 'an unmeasured share')} of the states' mean squared norm;
+  decoder bias started at {'the mean state' if r.get('b_dec_init') == 'mean' else 'zero'}
 - pooled weight of a latent: {weight} (`splare_saturation` = `{saturation}` in the SAE metadata)
 - impact quantization: `splare_quant_scale` = {r['quant_scale']} in the SAE metadata (99th percentile of
   non-zero token weights {weight} maps to 100)
