@@ -265,18 +265,26 @@ def test_a_mean_initialized_decoder_bias_fits_states_with_a_large_offset(tmp_pat
     acts = torch.randn(4096, 32, generator=generator)
     acts[:, :2] += 30.0  # constant offsets in a few dimensions, as LLM residual streams carry
     explained = {}
-    for init in ("zeros", "mean"):
+    for init in ("zeros", "mean", "auto"):
         sae = train_sae(TrainSaeConfig(input="unused", output=str(tmp_path / init), model=str(path), layer=2,
                                        d_sae=64, k=4, steps=5, batch_size=256, b_dec_init=init, fp32=True),
                         activations=acts)
         record = json.loads((sae / "training.json").read_text())
-        assert record["b_dec_init"] == init
+        assert record["b_dec_init"] == ("mean" if init == "auto" else init)  # auto: the offset is most of the norm
+        assert record["b_dec_init_asked"] == init
         assert record["mean_state_share"] == pytest.approx(float(acts.mean(0).pow(2).sum() / acts.pow(2).sum(1).mean()),
                                                            abs=1e-4)
         assert record["mean_state_share"] > 0.9  # 2 x 30^2 of offset against 32 of noise per state
         assert "the mean state carries" in (sae / "README.md").read_text()
         explained[init] = record["explained_variance"]
     assert explained["mean"] > 0 > explained["zeros"]
+    assert explained["auto"] == explained["mean"]
+    centred = train_sae(TrainSaeConfig(input="unused", output=str(tmp_path / "centred"), model=str(path), layer=2,
+                                       d_sae=64, k=4, steps=1, batch_size=256, fp32=True),
+                        activations=acts - acts.mean(0))
+    record = json.loads((centred / "training.json").read_text())
+    assert (record["b_dec_init_asked"], record["b_dec_init"]) == ("auto", "zeros")  # the default, below the share
+    assert record["mean_state_share"] < 1e-6
 
 
 def test_latent_attribution_reads_the_states_encoding_pooled(decoder, decoder_sae):

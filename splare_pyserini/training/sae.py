@@ -45,6 +45,7 @@ __all__ = ["TrainSaeConfig", "train_sae", "training_texts", "reconstruction_stat
            "calibrate_quant_scale", "model_card"]
 log = logging.getLogger(__name__)
 STATS_TOKENS = 20_000  # training states the saved SAE's quality figures are measured on
+MEAN_INIT_SHARE = 0.25  # --b-dec-init auto starts at the mean above this share (MiniLM's layer 6 is far below)
 NORM_ESTIMATE_BATCHES = 20  # batches sae-lens's trainer draws to estimate the activation scale
 ARCHITECTURES = ("topk", "jumprelu")
 
@@ -64,9 +65,10 @@ class TrainSaeConfig:
     architecture: str = option("topk", "topk, or jumprelu (Gemma Scope's architecture, trained towards k active "
                                        "latents per token with sae-lens's quadratic L0 loss)", choices=ARCHITECTURES)
     l0_coefficient: float = option(1.0, "jumprelu: weight of the L0 loss")
-    b_dec_init: str = option("zeros", "the decoder bias at the start: zeros, or the mean training state (for LLMs, "
-                                      "whose residual streams carry large constant offsets a short run cannot learn)",
-                             choices=("zeros", "mean"))
+    b_dec_init: str = option("auto", "the decoder bias at the start: zeros; mean, the mean training state (states "
+                                     "with a large constant offset: LLM residual streams, e5's final layer); auto, "
+                                     f"mean where the mean state carries at least {MEAN_INIT_SHARE} of the states' "
+                                     "mean squared norm, else zeros", choices=("auto", "zeros", "mean"))
     steps: int = option(300, "training steps")
     batch_size: int = option(4096, "token states per step")
     lr: float = option(4e-4, "peak learning rate (cosine to lr/10)")
@@ -146,6 +148,10 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
     hook_name = f"{backbone.layers_name}.{cfg.layer - 1}"  # output of block `layer`, i.e. hidden_states[layer]
     metadata = SAEMetadata(model_name=cfg.model, hook_name=hook_name, context_size=cfg.max_length)
     steps, batch = cfg.steps, cfg.batch_size
+    share = mean_state_share(acts)
+    b_dec_init = cfg.b_dec_init if cfg.b_dec_init != "auto" else ("mean" if share >= MEAN_INIT_SHARE else "zeros")
+    log.info("the mean state carries %.3f of the states' mean squared norm: decoder bias starts at %s", share,
+             b_dec_init)
     training_started = time.time()
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch, train_batch_size_samples=batch, lr=cfg.lr, lr_end=cfg.lr / 10,
@@ -156,7 +162,7 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
         checkpoint_path=None if work is None else str(work.checkpoints))
     batches = ShuffledBatches(acts, batch, cfg.seed)
     trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae(cfg, acts.shape[1], metadata), data_provider=batches)
-    if cfg.b_dec_init == "mean":
+    if b_dec_init == "mean":
         # the norm scale sae-lens would estimate, computed on every state, then the mean in those units
         scale = float(acts.shape[1] ** 0.5 / acts.norm(dim=1).mean())
         trainer.activation_scaler.scaling_factor = scale
@@ -168,13 +174,13 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
         if latest is not None:
             checkpoint, record = latest
             # the scale estimate drew its batches before the first step (not when b_dec_init set the scale)
-            sae_work.resume(trainer, checkpoint, batches, 0 if cfg.b_dec_init == "mean" else NORM_ESTIMATE_BATCHES)
+            sae_work.resume(trainer, checkpoint, batches, 0 if b_dec_init == "mean" else NORM_ESTIMATE_BATCHES)
             seconds_before = record["seconds_training"]
         trainer.save_checkpoint_fn = work.checkpointed(trainer, seconds_before)
     trained = trainer.fit().to("cpu")
     seconds_train = seconds_before + time.time() - training_started
     stats = reconstruction_stats(trained, acts[:STATS_TOKENS])
-    stats["mean_state_share"] = mean_state_share(acts)
+    stats["mean_state_share"] = share
     saturation = cfg.saturation or "log1p"
     scale = calibrate_quant_scale(trained, acts[:CALIBRATION_TOKENS], saturation=saturation)
     trained.cfg.metadata["splare_quant_scale"] = scale
@@ -189,8 +195,8 @@ def train_sae(cfg: TrainSaeConfig, activations: torch.Tensor | None = None) -> P
             SAE.load_from_disk(tmp, dtype="float16").save_model(tmp)
         record = {"source": ", ".join(cfg.input), "sources": list(cfg.input), "model": cfg.model, "layer": cfg.layer,
                   "hook_name": hook_name, "attention": backbone.attention, "architecture": cfg.architecture,
-                  "b_dec_init": cfg.b_dec_init, "d_sae": cfg.d_sae, "k": cfg.k, "steps": steps, "batch_size": batch,
-                  "lr": cfg.lr,
+                  "b_dec_init": b_dec_init, "b_dec_init_asked": cfg.b_dec_init, "d_sae": cfg.d_sae, "k": cfg.k,
+                  "steps": steps, "batch_size": batch, "lr": cfg.lr,
                   "max_length": cfg.max_length, "seed": cfg.seed, "training_tokens": steps * batch,
                   "distinct_tokens": int(acts.shape[0]),
                   "seconds_activations": None if seconds_acts is None else round(seconds_acts, 1),
@@ -256,6 +262,8 @@ def model_card(r: dict) -> str:
     acts_time = "collected elsewhere" if r["seconds_activations"] is None else f"{r['seconds_activations']} s"
     saturation = r.get("saturation", "log1p")
     weight = "log(1+z)" if saturation == "log1p" else "z"
+    bias_why = (f" (`--b-dec-init auto`: the mean where it carries at least {MEAN_INIT_SHARE})"
+                if r.get("b_dec_init_asked") == "auto" else "")
     sparsity = (f"L0 target {r['k']} per token (quadratic L0 loss)" if jumprelu else f"k = {r['k']} active per token")
     return f"""# {kind} SAE for {r['model']}, layer {r['layer']}
 
@@ -276,7 +284,7 @@ Trained by `python -m splare_pyserini.train_sae` with sae-lens's `SAETrainer` an
 - quality on {STATS_TOKENS:,} training states: explained variance {r['explained_variance']},
   alive latents {r['alive_fraction_on_sample']}
 - the mean state carries {r.get('mean_state_share', 'an unmeasured share')} of the states' mean squared norm;
-  decoder bias started at {'the mean state' if r.get('b_dec_init') == 'mean' else 'zero'}
+  decoder bias started at {'the mean state' if r.get('b_dec_init') == 'mean' else 'zero'}{bias_why}
 - pooled weight of a latent: {weight} (`splare_saturation` = `{saturation}` in the SAE metadata)
 - impact quantization: `splare_quant_scale` = {r['quant_scale']} in the SAE metadata (99th percentile of
   non-zero token weights {weight} maps to 100)
