@@ -28,8 +28,8 @@ def breadth(vectors: list[dict[str, int]]) -> dict:
 def system(text: str) -> tuple[str, dict]:
     label, sep, spec = text.partition("=")
     parts = spec.split(",")
-    if not sep or len(parts) not in (2, 3):
-        raise SystemExit(f"error: --system {text!r}: give LABEL=MODEL,SAE[,LAYER]")
+    if not sep or len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].isdigit()):
+        raise SystemExit(f"error: --system {text!r}: give LABEL=MODEL,SAE[,LAYER] (LAYER a whole number)")
     settings = {"model": parts[0], "sae": parts[1]}
     if len(parts) == 3:
         settings["layer"] = int(parts[2])
