@@ -15,6 +15,9 @@ def test_points_vary_one_factor_at_a_time():
     cfg = parse_config(SweepConfig, ["--base", "2", "48", "4", "--layers", "1", "2", "--d-sae", "96", "--k", "8"], "x")
     assert cfg.points() == [base, SweepPoint(1, 48, 4), SweepPoint(2, 96, 4), SweepPoint(2, 48, 8)]
     assert cfg.shared() == SweepConfig().shared()  # the points differ, not the settings they share
+    # the decoder bias start: auto by default (keyed), zeros keyed as rows cached before the field existed
+    assert SweepConfig().shared()["b_dec_init"] == "auto"
+    assert "b_dec_init" not in parse_config(SweepConfig, ["--b-dec-init", "zeros"], "x").shared()
 
 
 @pytest.mark.integration
@@ -36,6 +39,9 @@ def test_sae_sweep_scores_points_and_caches(tmp_path, tiny_model, monkeypatch):
         recomputed = ir_measures_scores(qrels, point / "retrieval" / "run.trec", ["nDCG@10"])["nDCG@10"]
         assert row["nDCG@10"] == pytest.approx(recomputed, abs=1e-4)
         assert 0 < row["alive latents"] <= 1 and row["doc nnz"] > 0
+        # the default start (auto) resolved per point from the states, and recorded in the row
+        trained = json.loads((point / "sae" / "training.json").read_text())
+        assert trained["b_dec_init_asked"] == "auto" and row["decoder bias init"] == trained["b_dec_init"]
     assert len((tmp_path / "sweep" / "slice-test" / "queries.jsonl").read_text().splitlines()) == 5
     table = (tmp_path / "sweep" / "sweep.md").read_text()
     assert "| layer | d_sae | k | nDCG@10 |" in table and "test slice (5 queries, 30 documents)" in table

@@ -62,8 +62,10 @@ class SweepConfig:
     k: tuple[int, ...] = option((), "k values to try at the base layer and width")
     attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's own)",
                                    choices=ATTENTIONS)
-    b_dec_init: str = option("zeros", "the SAEs' decoder bias at the start: zeros, or the mean state (LLMs)",
-                             choices=("zeros", "mean"))
+    b_dec_init: str = option("auto", "the SAEs' decoder bias at the start: zeros; mean, the mean state; auto, the "
+                                     "mean where it carries at least a quarter of the states' mean squared norm "
+                                     "(e5's final layer, LLM residual streams), else zeros (train_sae's default)",
+                             choices=("auto", "zeros", "mean"))
     steps: int = option(60, "SAE training steps per point")
     batch_size: int = option(4096, "token states per SAE step")
     lr: float = option(4e-4, "SAE learning rate")
@@ -89,7 +91,7 @@ class SweepConfig:
         shared = {name: getattr(self, name) for name in SHARED_SETTINGS}
         if self.attention:  # settings added later join the key only when set, so older rows stay valid
             shared["attention"] = self.attention
-        if self.b_dec_init != "zeros":
+        if self.b_dec_init != "zeros":  # rows cached when zeros was the default keep their keys
             shared["b_dec_init"] = self.b_dec_init
         return shared
 
@@ -152,7 +154,8 @@ def run_point(point: SweepPoint, acts: torch.Tensor, dataset: Path, folder: Path
     data = load_beir(folder, split, need_qrels=True)
     scores = run_sparse_system(encoder, data, output / "retrieval", RunSettings(), split=split)
     return {**asdict(point), "explained variance": trained["explained_variance"],
-            "alive latents": trained["alive_fraction_on_sample"], "nDCG@10": scores["nDCG@10"],
+            "alive latents": trained["alive_fraction_on_sample"], "decoder bias init": trained["b_dec_init"],
+            "nDCG@10": scores["nDCG@10"],
             "R@100": scores["R@100"], "doc nnz": scores["doc nnz"], "query nnz": scores["query nnz"],
             "seconds": round(time.time() - started, 1)}
 
@@ -185,14 +188,15 @@ def run_sweep(cfg: SweepConfig, points: Sequence[SweepPoint] | None = None) -> l
     return rows
 
 
-COLUMNS = ("layer", "d_sae", "k", "nDCG@10", "R@100", "explained variance", "alive latents", "doc nnz",
-           "query nnz", "seconds")
+COLUMNS = ("layer", "d_sae", "k", "nDCG@10", "R@100", "explained variance", "alive latents", "decoder bias init",
+           "doc nnz", "query nnz", "seconds")
 
 
 def markdown(rows: list[dict], name: str, split: str, cfg: SweepConfig) -> str:
     title = (f"**{name}**, {split} slice ({cfg.n_queries} queries, {cfg.n_docs} documents); SAEs of "
              f"{cfg.steps} steps x {cfg.batch_size} states from {cfg.max_tokens:,} token states; untrained SPLARE")
-    return title + "\n\n" + markdown_table(COLUMNS, [[row[c] for c in COLUMNS] for row in rows])
+    # rows cached before the column existed were all trained from zeros (then the only default)
+    return title + "\n\n" + markdown_table(COLUMNS, [[row.get(c, "zeros") for c in COLUMNS] for row in rows])
 
 
 def main(argv: list[str] | None = None) -> None:
