@@ -285,6 +285,15 @@ def test_a_mean_initialized_decoder_bias_fits_states_with_a_large_offset(tmp_pat
     record = json.loads((centred / "training.json").read_text())
     assert (record["b_dec_init_asked"], record["b_dec_init"]) == ("auto", "zeros")  # the default, below the share
     assert record["mean_state_share"] < 1e-6
+    # between the two: a fifth of the norm in the mean (SmolLM2's middle layer carries 0.23) starts at the mean,
+    # a twentieth (MiniLM's layer 6: 0.04) at zero
+    for offset, share, start in ((2.0, 0.2, "mean"), (0.9, 0.05, "zeros")):
+        shifted = acts - acts.mean(0)
+        shifted[:, :2] += offset  # 2 offset^2 against 32 of noise
+        sae = train_sae(TrainSaeConfig(input="unused", output=str(tmp_path / f"share-{share}"), model=str(path),
+                                       layer=2, d_sae=64, k=4, steps=1, batch_size=256, fp32=True), activations=shifted)
+        record = json.loads((sae / "training.json").read_text())
+        assert record["mean_state_share"] == pytest.approx(share, abs=0.01) and record["b_dec_init"] == start
 
 
 def test_latent_attribution_reads_the_states_encoding_pooled(decoder, decoder_sae):

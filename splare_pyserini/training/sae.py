@@ -45,7 +45,10 @@ __all__ = ["TrainSaeConfig", "train_sae", "training_texts", "reconstruction_stat
            "calibrate_quant_scale", "model_card"]
 log = logging.getLogger(__name__)
 STATS_TOKENS = 20_000  # training states the saved SAE's quality figures are measured on
-MEAN_INIT_SHARE = 0.25  # --b-dec-init auto starts at the mean above this share (MiniLM's layer 6 is far below)
+# --b-dec-init auto starts at the mean from this share on: MiniLM's layer 6 (0.04) keeps the zero start of its
+# published SAEs; SmolLM2's layer 15 (0.23), whose SAE from zero ended a short run with negative explained
+# variance, and e5's final layer (0.68), where the zero start left 47% of latents dead, start at the mean
+MEAN_INIT_SHARE = 0.1
 NORM_ESTIMATE_BATCHES = 20  # batches sae-lens's trainer draws to estimate the activation scale
 ARCHITECTURES = ("topk", "jumprelu")
 

@@ -63,7 +63,7 @@ class SweepConfig:
     attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's own)",
                                    choices=ATTENTIONS)
     b_dec_init: str = option("auto", "the SAEs' decoder bias at the start: zeros; mean, the mean state; auto, the "
-                                     "mean where it carries at least a quarter of the states' mean squared norm "
+                                     "mean where it carries at least a tenth of the states' mean squared norm "
                                      "(e5's final layer, LLM residual streams), else zeros (train_sae's default)",
                              choices=("auto", "zeros", "mean"))
     steps: int = option(60, "SAE training steps per point")
