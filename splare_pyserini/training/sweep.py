@@ -195,8 +195,9 @@ COLUMNS = ("layer", "d_sae", "k", "nDCG@10", "R@100", "explained variance", "ali
 def markdown(rows: list[dict], name: str, split: str, cfg: SweepConfig) -> str:
     title = (f"**{name}**, {split} slice ({cfg.n_queries} queries, {cfg.n_docs} documents); SAEs of "
              f"{cfg.steps} steps x {cfg.batch_size} states from {cfg.max_tokens:,} token states; untrained SPLARE")
-    # rows cached before the column existed were all trained from zeros (then the only default)
-    return title + "\n\n" + markdown_table(COLUMNS, [[row.get(c, "zeros") for c in COLUMNS] for row in rows])
+    # a row cached before the column existed matched this sweep's key, so its start was the one asked for
+    # (zeros or mean: auto came with the column)
+    return title + "\n\n" + markdown_table(COLUMNS, [[row.get(c, cfg.b_dec_init) for c in COLUMNS] for row in rows])
 
 
 def main(argv: list[str] | None = None) -> None:
