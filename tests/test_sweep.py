@@ -20,6 +20,16 @@ def test_points_vary_one_factor_at_a_time():
     assert "b_dec_init" not in parse_config(SweepConfig, ["--b-dec-init", "zeros"], "x").shared()
 
 
+def test_report_names_the_start_of_rows_cached_before_the_column():
+    from splare_pyserini.training.sweep import COLUMNS, markdown
+
+    old = {c: 1 for c in COLUMNS if c != "decoder bias init"}  # a row saved before the column existed
+    for asked in ("mean", "zeros"):
+        table = markdown([old, {**old, "decoder bias init": "zeros"}], "scifact", "train", SweepConfig(b_dec_init=asked))
+        rows = [line for line in table.splitlines() if line.startswith("| 1 |")]
+        assert [r.split(" | ")[7] for r in rows] == [asked, "zeros"]
+
+
 @pytest.mark.integration
 def test_sae_sweep_scores_points_and_caches(tmp_path, tiny_model, monkeypatch):
     from splare_pyserini.datasets import load_beir
