@@ -62,9 +62,9 @@ class SweepConfig:
     k: tuple[int, ...] = option((), "k values to try at the base layer and width")
     attention: str | None = option(None, "a decoder's attention (causal or bidirectional; default: the model's own)",
                                    choices=ATTENTIONS)
-    b_dec_init: str = option("auto", "the SAEs' decoder bias at the start: zeros; mean, the mean state; auto, the "
-                                     "mean where it carries at least a tenth of the states' mean squared norm "
-                                     "(e5's final layer, LLM residual streams), else zeros (train_sae's default)",
+    b_dec_init: str = option("auto", "the SAEs' decoder bias at the start: zeros; mean, the mean state; auto, "
+                                     "train_sae's rule (the mean where the states carry a large constant offset: "
+                                     "e5's final layer, LLM residual streams), resolved per layer",
                              choices=("auto", "zeros", "mean"))
     steps: int = option(60, "SAE training steps per point")
     batch_size: int = option(4096, "token states per SAE step")

@@ -20,7 +20,7 @@ from splare_pyserini.model.backbone import TextBatcher, length_sorted_batches, l
 
 
 @torch.inference_mode()
-def embed(batcher: TextBatcher, backbone, texts: list[str], max_length: int, center: torch.Tensor | None = None):
+def embed(batcher: TextBatcher, backbone, texts: list[str], max_length: int) -> torch.Tensor:
     items = batcher.encode_all(texts, max_length)
     out = torch.zeros(len(texts), backbone.hidden_size)
     for idx in length_sorted_batches([len(ids) for ids, _ in items], 16):
