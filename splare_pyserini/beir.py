@@ -1,8 +1,9 @@
 """End to end on a BEIR collection: encode -> impact index -> TREC run -> trec_eval, next to BM25.
 
 Everything lands under ``--output``: ``splare/`` (``vectors/``, ``index/``, ``run.trec``), ``bm25/``
-(``index/``, ``run.trec``), ``hybrid/run.trec`` (reciprocal-rank fusion of the two runs through Pyserini's
-fusion, k = 60: the hybrid a user can deploy beside BM25) and ``scores.json``. Each stage is resumable and skipped when already
+(``index/``, ``run.trec``), ``hybrid/run.trec`` (the two runs fused through Pyserini's fusion: each query's
+min-max normalized scores summed, CombSUM, or reciprocal ranks with ``--fusion rrf``: the hybrid a user can deploy
+beside BM25) and ``scores.json``. Each stage is resumable and skipped when already
 complete; each also runs alone (``encode``, ``index``, ``search``, ``evaluate`` modules).
 ``--ray ADDRESS --shard-num N`` encodes the corpus's N shards on a Ray cluster (see
 ``splare_pyserini.distributed``); queries, indexing and search stay in this process.
@@ -25,10 +26,9 @@ from .model.artifacts import BASE_MODEL, MPNET
 from .lucene.index import BM25_LANGUAGES
 from .model.encoder import SaeSparseEncoder
 from .model.settings import EncoderSettings
-from .pipeline import RunSettings, run_bm25_system, run_fused_system, run_sparse_system
+from .pipeline import FusionSettings, RunSettings, run_bm25_system, run_fused_system, run_sparse_system
 
 log = logging.getLogger(__name__)
-HYBRID = "RRF(SPLARE, BM25)"
 COLUMNS = ("nDCG@10", "R@100", "doc nnz", "query nnz", "terms", "posting df", "index MB", "encode docs/s")
 
 
@@ -59,7 +59,8 @@ class BeirConfig:
     dataset: str = option("scifact", "BEIR folder, or a name (looked up in $SPLARE_BEIR_DIR, then the shipped sets)")
     split: str = option("test", "qrels split whose queries are run")
     bm25: bool = option(True, "run the BM25 baseline too")
-    hybrid: bool = option(True, "with --bm25, also score RRF(SPLARE, BM25) (Pyserini's reciprocal-rank fusion)")
+    hybrid: bool = option(True, "with --bm25, also score the fusion of SPLARE and BM25 (--fusion: CombSUM of "
+                                "min-max normalized scores by default)")
     baselines: tuple[str, ...] = option((), "more systems scored beside SPLARE, none by default: "
                                             f"{', '.join(BASELINES)}")
     language: str = option("en", "analyzer of the BM25 baseline (Anserini's -language: en, de, es, ar, zh, ...)",
@@ -68,6 +69,7 @@ class BeirConfig:
     shard_num: int = option(1, "corpus shards encoded across the Ray workers (with --ray; the files are "
                                "those of encode --shard-id 0..N-1 --shard-num N)")
     run: RunSettings = field(default_factory=RunSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     distributed: RaySettings = field(default_factory=RaySettings)
 
@@ -93,8 +95,9 @@ def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[s
         results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split,
                                           language=cfg.language)
         if cfg.hybrid:
-            results[HYBRID] = run_fused_system(data, [output / "splare", output / "bm25"], output / "hybrid",
-                                               cfg.run, split=cfg.split)
+            results[cfg.fusion.label()] = run_fused_system(data, [output / "splare", output / "bm25"],
+                                                           output / "hybrid", cfg.run, split=cfg.split,
+                                                           fusion=cfg.fusion)
     for name in cfg.baselines:
         label, run_baseline = BASELINES[name]
         results[label] = run_baseline(data, output / name, cfg)

@@ -32,7 +32,7 @@ from .model.artifacts import BASE_MODEL, MPNET, content_hash
 from .model.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from .model.dense import COMPUTE_DTYPES
 from .model.settings import DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER, DEFAULT_MODEL, INFO_FILE, MLM, VOCAB
-from .pipeline import (RunSettings, link_corpus_vectors, run_bm25_system, run_dense_system, run_fused_system,
+from .pipeline import (FusionSettings, RunSettings, link_corpus_vectors, run_bm25_system, run_dense_system, run_fused_system,
                        run_sparse_system)
 from .training.losses import DISTILLATIONS
 from .training.negatives import SOURCES as NEGATIVES
@@ -41,11 +41,11 @@ log = logging.getLogger(__name__)
 SHIPPED_SETS = ("scifact", "nfcorpus", "cranfield", "cacm")
 SYSTEMS = ("bm25", "dense", "dense-mpnet", "splade-tiny", "default", "default-hybrid", "splare-loo", "vocab-loo",
            "hybrid")
-FUSED = {"hybrid": "splare-loo", "default-hybrid": "default"}  # RRF(system, BM25)
+FUSED = {"hybrid": "splare-loo", "default-hybrid": "default"}  # fusion(system, BM25), --fusion
 LABELS = {"bm25": "BM25", "dense": "dense MiniLM", "dense-mpnet": "dense mpnet", "splade-tiny": "SPLADE-tiny",
           "default": "shipped default", "splare-loo": "SPLARE, leave-one-out",
-          "vocab-loo": "vocabulary twin, leave-one-out", "hybrid": "RRF(SPLARE leave-one-out, BM25)",
-          "default-hybrid": "RRF(shipped default, BM25)"}
+          "vocab-loo": "vocabulary twin, leave-one-out", "hybrid": "CombSUM(SPLARE leave-one-out, BM25)",
+          "default-hybrid": "CombSUM(shipped default, BM25)"}
 # (A, B) pairs tested per held-out set when both rows are scored: is B's gap over A more than noise?
 PAIRED_TESTS = (("vocab-loo", "splare-loo"), ("splade-tiny", "splare-loo"), ("bm25", "splare-loo"), ("bm25", "hybrid"))
 
@@ -88,6 +88,7 @@ class GeneralizeConfig:
     seed: int = option(0, "training seed")
     split: str = option("test", "split of each held-out set the rows are scored on (dev: for choosing settings)")
     run: RunSettings = field(default_factory=RunSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -226,7 +227,7 @@ def score_system(system: str, cfg: GeneralizeConfig, held_out: str, data: Datase
                                 split=cfg.split)
     if system in FUSED:
         return run_fused_system(data, [folder.parent / FUSED[system], folder.parent / "bm25"], folder, cfg.run,
-                                split=cfg.split)
+                                split=cfg.split, fusion=cfg.fusion)
     encoder = {"splade-tiny": lambda: SaeSparseEncoder("splade-tiny", sae=MLM),
                "default": lambda: SaeSparseEncoder(),
                "splare-loo": lambda: SaeSparseEncoder(str(train_loo(cfg, held_out, loo_sae(cfg, held_out)))),
@@ -251,12 +252,20 @@ def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:
     key: dict = {"system": system, "held_out": held_out, "split": cfg.split, "run": cfg.run.key()}
     if system in ("splare-loo", "vocab-loo", "hybrid"):
         key["recipe"] = {k: v for k, v in asdict(cfg).items()
-                         if k not in ("output", "systems", "run", "held_out", "split")}
+                         if k not in ("output", "systems", "run", "fusion", "held_out", "split")}
         if cfg.teacher_dtype == "float32":  # a setting added later: rows scored before it keep their keys
             del key["recipe"]["teacher_dtype"]
     if system in ("default", "default-hybrid"):
         key["model"] = content_hash(DEFAULT_MODEL)
+    if system in FUSED and cfg.fusion != FusionSettings("rrf"):  # RRF rows, scored before --fusion, keep their keys
+        key["fusion"] = asdict(cfg.fusion)
     return key
+
+
+def row_labels(cfg: GeneralizeConfig) -> dict[str, str]:
+    """Each system's row name; the fused rows say how they were fused."""
+    fused_of = {"hybrid": "SPLARE leave-one-out", "default-hybrid": "shipped default"}
+    return {**LABELS, **{fused: cfg.fusion.label(first, "BM25") for fused, first in fused_of.items()}}
 
 
 def run_generalize(cfg: GeneralizeConfig) -> dict:
@@ -292,7 +301,7 @@ def run_generalize(cfg: GeneralizeConfig) -> dict:
     stem = scored_name("generalize", cfg.split)
     write_json(output / f"{stem}.json", {"config": asdict(cfg), "results": results, "paired tests": tests,
                                          "paired tests across held-out sets": across})
-    table = markdown(results, cfg.split, tests, across)
+    table = markdown(results, cfg.split, tests, across, row_labels(cfg))
     (output / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
     print(table)
     return results
@@ -327,32 +336,33 @@ def tests_across(results: dict[str, dict[str, dict]], output: Path, split: str,
     return found
 
 
-def paired_line(t: dict) -> str:
+def paired_line(t: dict, labels: dict[str, str] = LABELS) -> str:
     """One paired test as a markdown item; across sets, the sets it covers."""
     sets = f"; {', '.join(t['sets'])}" if "sets" in t else ""
-    return (f"- {LABELS[t['B']]} − {LABELS[t['A']]}: {t['B - A']:+.4f} nDCG@10, p = {t['p (randomization)']:.3g} "
+    return (f"- {labels[t['B']]} − {labels[t['A']]}: {t['B - A']:+.4f} nDCG@10, p = {t['p (randomization)']:.3g} "
             f"(better on {t['B wins']}, worse on {t['B losses']} of {t['queries']} queries{sets})")
 
 
 def markdown(results: dict[str, dict[str, dict]], split: str = "test",
-             tests: dict[str, list[dict]] | None = None, across: list[dict] | None = None) -> str:
+             tests: dict[str, list[dict]] | None = None, across: list[dict] | None = None,
+             labels: dict[str, str] = LABELS) -> str:
     parts = []
     for held_out, rows in results.items():
         bm25 = rows.get("bm25", {}).get("nDCG@10")
-        body = [[LABELS[s], row.get("saw", ""), f"{row['nDCG@10']:.4f}", f"{row['R@100']:.4f}",
+        body = [[labels[s], row.get("saw", ""), f"{row['nDCG@10']:.4f}", f"{row['R@100']:.4f}",
                  f"{row['nDCG@10'] / bm25:.3f}" if bm25 else "", row.get("doc nnz", ""), row.get("terms", ""),
                  row.get("posting df", "")] for s, row in rows.items()]
         parts.append(f"**{held_out}** ({split})\n\n" + markdown_table(
             ("system", f"saw of {held_out}", "nDCG@10", "R@100", "nDCG@10 / BM25", "doc nnz", "terms",
              "posting df"), body))
-        lines = [paired_line(t) for t in (tests or {}).get(held_out, [])]
+        lines = [paired_line(t, labels) for t in (tests or {}).get(held_out, [])]
         if lines:
             parts.append(f"Paired randomization test (two-sided, {DEFAULT_PERMUTATIONS:,} sign flips):\n\n"
                          + "\n".join(lines))
     if across:
         parts.append("**Across held-out sets** (each set's mean difference weighs alike; stratified randomization "
                      "test, every query's sign flipped alone):\n\n"
-                     + "\n".join(paired_line(t) for t in across))
+                     + "\n".join(paired_line(t, labels) for t in across))
     return "\n\n".join(parts)
 
 

@@ -9,6 +9,7 @@ from helpers import TOPICS, build_tiny_beir
 from splare_pyserini.errors import InputError
 from splare_pyserini import generalize
 from splare_pyserini.generalize import GeneralizeConfig, loo_sae, loo_sources, run_generalize, what_it_saw
+from splare_pyserini.pipeline import FusionSettings
 
 COMPUTING = ["compiler design", "operating systems", "database indexes", "network protocols", "garbage collection",
              "cache memory", "file systems", "parallel algorithms"]
@@ -180,9 +181,25 @@ def test_a_bfloat16_teacher_trains_other_models_and_float32_keeps_earlier_names(
     for (dtype, _), name in names.items():
         assert calls[name][calls[name].index("--teacher-dtype") + 1] == dtype
     before = {k: v for k, v in generalize.asdict(exact).items()
-              if k not in ("output", "systems", "run", "held_out", "split", "teacher_dtype")}
+              if k not in ("output", "systems", "run", "fusion", "held_out", "split", "teacher_dtype")}
     assert generalize.row_key("splare-loo", exact, "nfcorpus")["recipe"] == before
     assert generalize.row_key("splare-loo", fast, "nfcorpus")["recipe"]["teacher_dtype"] == "bfloat16"
+
+
+def test_fusion_keys_and_names_only_the_fused_rows(tmp_path):
+    """--fusion changes what the two fused rows are (their keys and names), not the trained models' recipe;
+    RRF rows keep the keys of rows scored before the setting existed (RRF was the only fusion then)."""
+    rrf = GeneralizeConfig(output=str(tmp_path), fusion=FusionSettings("rrf"))
+    combsum = GeneralizeConfig(output=str(tmp_path), fusion=FusionSettings("normalize", 0.7))
+    assert GeneralizeConfig(output=str(tmp_path)).fusion == FusionSettings("normalize", 0.5)
+    for system in ("splare-loo", "vocab-loo", "default", "bm25"):
+        assert generalize.row_key(system, combsum, "nfcorpus") == generalize.row_key(system, rrf, "nfcorpus")
+    for system in generalize.FUSED:
+        assert "fusion" not in generalize.row_key(system, rrf, "nfcorpus")
+        assert generalize.row_key(system, combsum, "nfcorpus")["fusion"] == {"fusion": "normalize",
+                                                                              "fusion_alpha": 0.7}
+    assert generalize.row_labels(rrf)["hybrid"] == "RRF(SPLARE leave-one-out, BM25)"
+    assert generalize.row_labels(combsum)["default-hybrid"] == "CombSUM(0.7 shipped default, 0.3 BM25)"
 
 
 def test_leave_one_out_settings_are_checked_before_any_work():

@@ -38,7 +38,7 @@ def test_retrieval_quality_on_real_data(slice_run):
                                                 pytest.approx(BM25_SLICE_RECALL, abs=1e-4))
     assert splare["nDCG@10"] > 0.8 and splare["R@100"] > 0.95
     # the baselines no one here trained (SPLADE-tiny on MS MARCO, MiniLM's own dense embeddings) find them too
-    assert list(results) == ["SPLARE", "BM25", "RRF(SPLARE, BM25)", "SPLADE-tiny", "dense MiniLM"]
+    assert list(results) == ["SPLARE", "BM25", "CombSUM(SPLARE, BM25)", "SPLADE-tiny", "dense MiniLM"]
     assert results["SPLADE-tiny"]["nDCG@10"] > 0.7 and results["dense MiniLM"]["nDCG@10"] > 0.7
     assert results["SPLADE-tiny"]["doc nnz"] > 0 and (slice_run[0] / "dense" / "run.trec").is_file()
     for row in results.values():  # trec_eval (through Pyserini) and ir-measures agree
@@ -56,20 +56,39 @@ def read_run(path) -> dict[str, list[str]]:
     return {q: [d for _, d in sorted(hits)] for q, hits in ranked.items()}
 
 
-def test_hybrid_is_reciprocal_rank_fusion_of_the_two_runs(slice_run):
-    """The hybrid row's run is RRF (k = 60) of SPLARE's and BM25's runs, computed here independently."""
+def read_scored_run(path) -> dict[str, dict[str, float]]:
+    scores: dict[str, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, docid, _, score, _ = line.split(" ")
+        scores.setdefault(qid, {})[docid] = float(score)
+    return scores
+
+
+def test_hybrid_is_combsum_of_the_two_runs_and_rrf_on_request(slice_run, scifact_slice, tmp_path):
+    """The hybrid row's run is CombSUM of SPLARE's and BM25's runs (each query's scores min-max normalized per
+    run, summed), and with --fusion rrf their RRF (k = 60): both computed here independently."""
+    from splare_pyserini.datasets import load_beir
+    from splare_pyserini.pipeline import FusionSettings, run_fused_system
+
     out, results = slice_run
-    splare, bm25, fused = (read_run(out / name / "run.trec") for name in ("splare", "bm25", "hybrid"))
-    assert set(fused) == set(splare) == set(bm25)
-    for qid, ranking in fused.items():
-        score: dict[str, float] = {}
-        for run in (splare[qid], bm25[qid]):
-            for rank, docid in enumerate(run, start=1):
-                score[docid] = score.get(docid, 0.0) + 1.0 / (60 + rank)
-        expected = sorted(score, key=lambda d: (-score[d], d))
-        top = ranking[:10]
-        assert [round(score[d], 12) for d in top] == [round(score[d], 12) for d in expected[:10]], qid
-    assert results["RRF(SPLARE, BM25)"]["nDCG@10"] > 0.8
+    runs = [(read_scored_run(out / name / "run.trec"), read_run(out / name / "run.trec"))
+            for name in ("splare", "bm25")]  # (scores, ranked docids) per query
+    rrf_row = run_fused_system(load_beir(scifact_slice, need_qrels=True), [out / "splare", out / "bm25"],
+                               tmp_path / "rrf", fusion=FusionSettings("rrf"))
+    for folder, fusion in ((out / "hybrid", "normalize"), (tmp_path / "rrf", "rrf")):
+        fused = read_run(folder / "run.trec")
+        assert set(fused) == set(runs[0][0]) == set(runs[1][0])
+        for qid, ranking in fused.items():
+            score: dict[str, float] = {}
+            for scores, ranked in runs:
+                low, high = min(scores[qid].values()), max(scores[qid].values())
+                for rank, docid in enumerate(ranked[qid], start=1):
+                    part = ((scores[qid][docid] - low) / (high - low) * 0.5 if fusion == "normalize"
+                            else 1.0 / (60 + rank))
+                    score[docid] = score.get(docid, 0.0) + part
+            expected = sorted(score, key=lambda d: (-score[d], d))
+            assert [round(score[d], 9) for d in ranking[:10]] == [round(score[d], 9) for d in expected[:10]], qid
+    assert results["CombSUM(SPLARE, BM25)"]["nDCG@10"] > 0.8 and rrf_row["nDCG@10"] > 0.8
 
 
 def test_run_file_is_trec_format(slice_run):

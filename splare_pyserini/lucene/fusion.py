@@ -1,27 +1,58 @@
-"""Hybrid runs: reciprocal-rank fusion of TREC runs through Pyserini's own fusion code."""
+"""Hybrid runs: fusion of TREC runs through Pyserini's own fusion code (``pyserini.fusion``).
+
+Methods, as ``python -m pyserini.fusion --method`` names them: ``rrf`` (reciprocal-rank fusion, rank only) and
+``normalize`` (each query's scores min-max normalized per run, then summed: CombSUM). ``normalize`` takes
+``alpha``, the first of two runs' weight (the second gets 1 - alpha; 0.5 ranks as Pyserini's unweighted sum), so
+a sparse run's integer dot products and BM25's scores are mixed on one scale."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import InputError
 from ..io import tmp_name
-from .jvm import import_pyserini
 
 RRF_K = 60  # Cormack et al.'s constant, Pyserini's default
+FUSION_METHODS = ("rrf", "normalize")
 
 
-def fuse_runs(runs: Sequence[str | Path], output: str | Path, rrf_k: int = RRF_K, depth: int = 1000,
-              hits: int = 1000, tag: str = "rrf") -> Path:
-    """RRF of ``runs`` (``pyserini.fusion.reciprocal_rank_fusion``), written atomically as a TREC run."""
-    fusion = import_pyserini("pyserini.fusion")
-    trectools = import_pyserini("pyserini.trectools")
-    fused = fusion.reciprocal_rank_fusion([trectools.TrecRun(str(r)) for r in runs], rrf_k=rrf_k, depth=depth,
-                                          k=hits)
+def fusion_problem(method: str, alpha: float) -> str | None:
+    """What is wrong with a fusion method and weight, or None."""
+    if method not in FUSION_METHODS:
+        return f"fusion: unknown method {method!r}; choose from {', '.join(FUSION_METHODS)}"
+    if not 0.0 <= alpha <= 1.0:
+        return f"fusion_alpha: must be in [0, 1], got {alpha}"
+    if method == "rrf" and alpha != 0.5:
+        return "fusion_alpha: weighs the runs of --fusion normalize only (RRF has no weights)"
+    return None
+
+
+def fuse_runs(runs: Sequence[str | Path], output: str | Path, method: str = "rrf", alpha: float = 0.5,
+              rrf_k: int = RRF_K, depth: int = 1000, hits: int = 1000, tag: str | None = None) -> Path:
+    """``runs`` fused by ``method`` (Pyserini's fusion; ``alpha`` weighs the first of two runs under
+    ``normalize``), written atomically as a TREC run."""
+    problem = fusion_problem(method, alpha)
+    if problem:
+        raise InputError(problem)
+    # Pyserini's fusion and trectools are pure Python (pandas): no JVM needed, so none is booted
+    fusion = importlib.import_module("pyserini.fusion")
+    trectools = importlib.import_module("pyserini.trectools")
+    loaded = [trectools.TrecRun(str(r)) for r in runs]
+    if method == "rrf":
+        fused = fusion.reciprocal_rank_fusion(loaded, rrf_k=rrf_k, depth=depth, k=hits)
+    else:  # pyserini.fusion.normalize with weights: at alpha 0.5 its ranking, each score halved
+        if len(loaded) != 2:
+            raise InputError(f"alpha: weighs exactly two runs, got {len(loaded)}")
+        scaled = [run.clone().rescore(method=trectools.RescoreMethod.NORMALIZE)
+                  .rescore(method=trectools.RescoreMethod.SCALE, scale=weight)
+                  for run, weight in zip(loaded, (alpha, 1.0 - alpha))]
+        fused = trectools.TrecRun.merge(scaled, trectools.AggregationMethod.SUM, depth=depth, k=hits)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = tmp_name(output)
     try:
-        fused.save_to_txt(str(staging), tag=tag)
+        fused.save_to_txt(str(staging), tag=tag or method)
         staging.replace(output)
     finally:
         staging.unlink(missing_ok=True)
