@@ -23,6 +23,7 @@ _EXPORTS = {
     "SaeQueryEncoder": "splare_pyserini.lucene.search",
     "SaeDocumentEncoder": "splare_pyserini.lucene.search",
     "open_searcher": "splare_pyserini.lucene.search",
+    "HybridSearcher": "splare_pyserini.lucene.hybrid",
     "open_bm25_searcher": "splare_pyserini.lucene.search",
     "search_topics": "splare_pyserini.lucene.search",
 }

@@ -26,7 +26,8 @@ from .model.artifacts import BASE_MODEL, MPNET
 from .lucene.index import BM25_LANGUAGES
 from .model.encoder import SaeSparseEncoder
 from .model.settings import EncoderSettings
-from .pipeline import FusionSettings, RunSettings, run_bm25_system, run_fused_system, run_sparse_system
+from .lucene.fusion import FusionSettings
+from .pipeline import RunSettings, run_bm25_system, run_fused_system, run_sparse_system
 
 log = logging.getLogger(__name__)
 COLUMNS = ("nDCG@10", "R@100", "doc nnz", "query nnz", "terms", "posting df", "index MB", "encode docs/s")

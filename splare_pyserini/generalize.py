@@ -27,12 +27,13 @@ from .config import check_fields, config_to_argv, option, parse_config, require
 from .datasets import Dataset, load_beir, resolve_beir_folder
 from .errors import ArtifactError, cli_main
 from .io import load_row, markdown_table, save_row, write_json
+from .lucene.fusion import FusionSettings
 from .lucene.significance import DEFAULT_PERMUTATIONS, compare_across, compare_runs
 from .model.artifacts import BASE_MODEL, MPNET, content_hash
 from .model.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from .model.dense import COMPUTE_DTYPES
 from .model.settings import DEFAULT_D_SAE, DEFAULT_K, DEFAULT_LAYER, DEFAULT_MODEL, INFO_FILE, MLM, VOCAB
-from .pipeline import (FusionSettings, RunSettings, link_corpus_vectors, run_bm25_system, run_dense_system, run_fused_system,
+from .pipeline import (RunSettings, link_corpus_vectors, run_bm25_system, run_dense_system, run_fused_system,
                        run_sparse_system)
 from .training.losses import DISTILLATIONS
 from .training.negatives import SOURCES as NEGATIVES

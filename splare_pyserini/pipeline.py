@@ -17,7 +17,7 @@ from .config import check_fields, option, require
 from .datasets import Dataset, write_trec_qrels
 from .encode import encode_corpus, encode_queries, write_topics
 from .lucene.evaluate import DEFAULT_MEASURES, evaluate_run
-from .lucene.fusion import FUSION_METHODS, fuse_runs, fusion_problem
+from .lucene.fusion import FusionSettings, fuse_runs
 from .lucene.index import index_bm25, index_size_bytes, index_vectors, read_index_info
 from .lucene.postings import mean_nonzeros, posting_stats
 from .lucene.search import MIN_IDF_HELP, open_bm25_searcher, open_searcher, search_topics
@@ -137,32 +137,6 @@ def run_bm25_system(data: Dataset, beir_folder: str | Path, folder: str | Path, 
                          run.search_batch_size)
     return {**evaluate_run(data.qrels, trec, qrels_file(data, folder, split), measures),
             "index MB": round(index_size_bytes(index) / 1e6, 3), "language": language}
-
-
-@dataclass(frozen=True)
-class FusionSettings:
-    """How a hybrid fuses two systems' runs: one of Pyserini's fusion methods. CombSUM is the default: chosen
-    over RRF on NFCorpus dev and SciFact train (README, "The hybrid: CombSUM"); RRF uses ranks only and so
-    throws away how far ahead a first hit is."""
-    fusion: str = option("normalize", "the hybrid's fusion (Pyserini's): normalize (CombSUM: each query's scores "
-                                      "min-max normalized per run, then summed) or rrf (reciprocal ranks, k = 60)",
-                         choices=FUSION_METHODS)
-    fusion_alpha: float = option(0.5, "with --fusion normalize: the first run's weight (SPLARE's; BM25 gets "
-                                      "1 - it); 0.5 is Pyserini's unweighted sum")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        problem = fusion_problem(self.fusion, self.fusion_alpha)
-        require(problem is None, problem or "")
-
-    def label(self, first: str = "SPLARE", second: str = "BM25") -> str:
-        """The hybrid's row name: ``RRF(SPLARE, BM25)``, ``CombSUM(SPLARE, BM25)`` (Fox and Shaw's name for
-        summed normalized scores) or ``CombSUM(0.7 SPLARE, 0.3 BM25)``."""
-        if self.fusion == "rrf":
-            return f"RRF({first}, {second})"
-        if self.fusion_alpha == 0.5:
-            return f"CombSUM({first}, {second})"
-        return f"CombSUM({self.fusion_alpha:g} {first}, {1 - self.fusion_alpha:g} {second})"
 
 
 def run_fused_system(data: Dataset, systems: list[Path], folder: str | Path, run: RunSettings = RunSettings(),

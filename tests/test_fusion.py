@@ -6,7 +6,7 @@ from splare_pyserini.config import parse_config
 from splare_pyserini.beir import BeirConfig
 from splare_pyserini.errors import InputError
 from splare_pyserini.lucene.fusion import fuse_runs
-from splare_pyserini.pipeline import FusionSettings
+from splare_pyserini.lucene.fusion import FusionSettings
 
 # two runs over two queries: integer dot products (SPLARE-like) and BM25-like scores, on unlike scales
 SPARSE = {"q1": {"d1": 900, "d2": 700, "d3": 100}, "q2": {"d4": 50, "d5": 40}}
@@ -86,3 +86,42 @@ def test_beir_takes_the_fusion_flags_and_names_the_hybrid_by_them():
     assert cfg.fusion.label() == "CombSUM(0.7 SPLARE, 0.3 BM25)"
     assert FusionSettings().label() == "CombSUM(SPLARE, BM25)"
     assert FusionSettings("rrf").label() == "RRF(SPLARE, BM25)"
+
+
+class Hit:
+    def __init__(self, docid, score):
+        self.docid, self.score = docid, score
+
+
+def hits_of(run, qid):
+    return [Hit(d, s) for d, s in sorted(run[qid].items(), key=lambda x: -x[1])]
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.8])
+def test_hybrid_searcher_fuses_hits_as_the_run_fusion_does(runs, tmp_path, alpha):
+    """HybridSearcher.fuse (per query, in memory) gives the run fusion's ranking and scores."""
+    from splare_pyserini.lucene.hybrid import HybridSearcher
+
+    fused = read_run(fuse_runs(runs, tmp_path / "fused.trec", method="normalize", alpha=alpha))
+    rrf = read_run(fuse_runs(runs, tmp_path / "rrf.trec"))
+    combsum_searcher = HybridSearcher(None, None, alpha=alpha)
+    rrf_searcher = HybridSearcher(None, None, fusion="rrf")
+    for qid in SPARSE:
+        for searcher, expected in ((combsum_searcher, fused[qid]), (rrf_searcher, rrf[qid])):
+            got = searcher.fuse([hits_of(SPARSE, qid), hits_of(BM25, qid)], k=10)
+            assert [h.docid for h in got] == [d for d, _ in expected], qid
+            assert [h.score for h in got] == pytest.approx([s for _, s in expected], abs=1e-6), qid
+    assert len(combsum_searcher.fuse([hits_of(SPARSE, "q1"), hits_of(BM25, "q1")], k=2)) == 2
+
+
+def test_hybrid_searcher_and_search_refuse_bad_settings():
+    from splare_pyserini.lucene.hybrid import HybridSearcher
+    from splare_pyserini.lucene.search import SearchConfig
+
+    with pytest.raises(InputError, match="normalize only"):
+        HybridSearcher(None, None, fusion="rrf", alpha=0.3)
+    with pytest.raises(InputError, match="depth: must be >= 1"):
+        HybridSearcher(None, None, depth=0)
+    with pytest.raises(InputError, match="not with --bm25"):
+        parse_config(SearchConfig, ["--index", "i", "--topics", "t", "--output", "o", "--bm25",
+                                    "--bm25-index", "b"], "search")

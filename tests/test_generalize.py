@@ -9,7 +9,7 @@ from helpers import TOPICS, build_tiny_beir
 from splare_pyserini.errors import InputError
 from splare_pyserini import generalize
 from splare_pyserini.generalize import GeneralizeConfig, loo_sae, loo_sources, run_generalize, what_it_saw
-from splare_pyserini.pipeline import FusionSettings
+from splare_pyserini.lucene.fusion import FusionSettings
 
 COMPUTING = ["compiler design", "operating systems", "database indexes", "network protocols", "garbage collection",
              "cache memory", "file systems", "parallel algorithms"]

@@ -68,7 +68,8 @@ def test_hybrid_is_combsum_of_the_two_runs_and_rrf_on_request(slice_run, scifact
     """The hybrid row's run is CombSUM of SPLARE's and BM25's runs (each query's scores min-max normalized per
     run, summed), and with --fusion rrf their RRF (k = 60): both computed here independently."""
     from splare_pyserini.datasets import load_beir
-    from splare_pyserini.pipeline import FusionSettings, run_fused_system
+    from splare_pyserini.lucene.fusion import FusionSettings
+    from splare_pyserini.pipeline import run_fused_system
 
     out, results = slice_run
     runs = [(read_scored_run(out / name / "run.trec"), read_run(out / name / "run.trec"))
@@ -89,6 +90,31 @@ def test_hybrid_is_combsum_of_the_two_runs_and_rrf_on_request(slice_run, scifact
             expected = sorted(score, key=lambda d: (-score[d], d))
             assert [round(score[d], 9) for d in ranking[:10]] == [round(score[d], 9) for d in expected[:10]], qid
     assert results["CombSUM(SPLARE, BM25)"]["nDCG@10"] > 0.8 and rrf_row["nDCG@10"] > 0.8
+
+
+def test_hybrid_searcher_ranks_as_the_fused_runs(slice_run, scifact_slice, tmp_path):
+    """search --bm25-index (HybridSearcher: both indexes searched per query, fused in memory) writes the run
+    that fusing the two systems' run files gives (beir's hybrid row), for CombSUM and for RRF."""
+    from splare_pyserini.datasets import load_beir
+    from splare_pyserini.lucene.fusion import FusionSettings
+    from splare_pyserini.lucene.search import main as search_main
+    from splare_pyserini.pipeline import run_fused_system
+
+    out, _ = slice_run
+    run_fused_system(load_beir(scifact_slice, need_qrels=True), [out / "splare", out / "bm25"], tmp_path / "rrf",
+                     fusion=FusionSettings("rrf"))
+    for fusion, fused_run in (("normalize", out / "hybrid" / "run.trec"), ("rrf", tmp_path / "rrf" / "run.trec")):
+        written = tmp_path / f"hybrid-{fusion}.trec"
+        search_main(["--index", str(out / "splare" / "index"), "--bm25-index", str(out / "bm25" / "index"),
+                     "--topics", str(out / "splare" / "vectors" / "topics.tsv"), "--output", str(written),
+                     "--fusion", fusion])
+        expected, got = read_run(fused_run), read_run(written)
+        expected_scores, got_scores = read_scored_run(fused_run), read_scored_run(written)
+        assert set(got) == set(expected)
+        for qid in expected:
+            assert got[qid][:10] == expected[qid][:10], qid
+            assert [got_scores[qid][d] for d in got[qid][:10]] == pytest.approx(
+                [expected_scores[qid][d] for d in expected[qid][:10]], abs=2e-6), qid
 
 
 def test_run_file_is_trec_format(slice_run):

@@ -7,9 +7,11 @@ a sparse run's integer dot products and BM25's scores are mixed on one scale."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..config import check_fields, option, require
 from ..errors import InputError
 from ..io import tmp_name
 
@@ -57,3 +59,29 @@ def fuse_runs(runs: Sequence[str | Path], output: str | Path, method: str = "rrf
     finally:
         staging.unlink(missing_ok=True)
     return output
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """How a hybrid fuses two systems' runs: one of Pyserini's fusion methods. CombSUM is the default: chosen
+    over RRF on NFCorpus dev and SciFact train (README, "The hybrid: CombSUM"); RRF uses ranks only and so
+    throws away how far ahead a first hit is."""
+    fusion: str = option("normalize", "the hybrid's fusion (Pyserini's): normalize (CombSUM: each query's scores "
+                                      "min-max normalized per run, then summed) or rrf (reciprocal ranks, k = 60)",
+                         choices=FUSION_METHODS)
+    fusion_alpha: float = option(0.5, "with --fusion normalize: the first run's weight (SPLARE's; BM25 gets "
+                                      "1 - it); 0.5 is Pyserini's unweighted sum")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        problem = fusion_problem(self.fusion, self.fusion_alpha)
+        require(problem is None, problem or "")
+
+    def label(self, first: str = "SPLARE", second: str = "BM25") -> str:
+        """The hybrid's row name: ``RRF(SPLARE, BM25)``, ``CombSUM(SPLARE, BM25)`` (Fox and Shaw's name for
+        summed normalized scores) or ``CombSUM(0.7 SPLARE, 0.3 BM25)``."""
+        if self.fusion == "rrf":
+            return f"RRF({first}, {second})"
+        if self.fusion_alpha == 0.5:
+            return f"CombSUM({first}, {second})"
+        return f"CombSUM({self.fusion_alpha:g} {first}, {1 - self.fusion_alpha:g} {second})"

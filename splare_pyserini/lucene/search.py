@@ -7,6 +7,9 @@ Two equivalent paths (they give identical runs):
 
     python -m splare_pyserini.search --index indexes/scifact-splare --topics encode/scifact/topics.tsv \\
         --output runs/scifact-splare.trec --hits 1000
+    # the hybrid: SPLARE and BM25 fused per query (CombSUM; --fusion rrf), as beir's third row
+    python -m splare_pyserini.search --index indexes/scifact-splare --bm25-index indexes/scifact-bm25 \\
+        --topics encode/scifact/topics.tsv --output runs/scifact-hybrid.trec --hits 1000
 
 This module reads topics itself (``qid<TAB>text``), never through Pyserini's ``get_query_iterator``,
 which picks a reader by substrings of the path (a file under a folder named ``cacm`` reads as CACM).
@@ -28,6 +31,7 @@ from ..datasets import TextRecord, join_text, read_tsv_topics
 from ..errors import ArtifactError, InputError, cli_main
 from ..io import tmp_name
 from ..model.settings import INFO_FILE, EncoderSettings, settings_diff
+from .fusion import FusionSettings
 from .index import read_index_info
 from .jvm import import_pyserini
 
@@ -183,7 +187,10 @@ class SearchConfig:
     bm25: bool = option(False, "plain BM25 on a bag-of-words index")
     remove_query: bool = option(False, "drop hits whose docid equals the query id")
     min_idf: float = option(0.0, MIN_IDF_HELP)
+    bm25_index: str | None = option(None, "a BM25 index of the same corpus: search it too and write the two "
+                                          "systems fused (--fusion), the hybrid of beir's third row")
     device: str = option("cpu", "torch device of the query encoder")
+    fusion: FusionSettings = field(default_factory=FusionSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
 
     def __post_init__(self) -> None:
@@ -192,6 +199,7 @@ class SearchConfig:
             require(getattr(self, name) >= 1, f"{name}: must be >= 1, got {getattr(self, name)}")
         require(self.min_idf >= 0, f"min_idf: must be >= 0, got {self.min_idf}")
         require(not (self.bm25 and self.min_idf), "min_idf: impact search only (not with --bm25)")
+        require(not (self.bm25 and self.bm25_index), "bm25_index: fuses an impact --index with BM25 (not with --bm25)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,6 +213,11 @@ def main(argv: list[str] | None = None) -> None:
         from ..model.encoder import SaeSparseEncoder
 
         searcher = open_searcher(cfg.index, SaeSparseEncoder(cfg.encoder, device=cfg.device), cfg.min_idf)
+    if cfg.bm25_index:
+        from .hybrid import HybridSearcher
+
+        searcher = HybridSearcher(searcher, open_bm25_searcher(cfg.bm25_index), cfg.fusion.fusion,
+                                  cfg.fusion.fusion_alpha, depth=max(cfg.hits, 1000))
     run = search_topics(searcher, cfg.topics, cfg.output, cfg.hits, cfg.threads, cfg.batch_size, cfg.remove_query)
     log.info("wrote %s", run)
 
