@@ -23,10 +23,10 @@ from .distributed import RaySettings
 from .errors import cli_main
 from .io import markdown_table, write_json
 from .model.artifacts import BASE_MODEL, MPNET
+from .lucene.fusion import FusionSettings
 from .lucene.index import BM25_LANGUAGES
 from .model.encoder import SaeSparseEncoder
 from .model.settings import EncoderSettings
-from .lucene.fusion import FusionSettings
 from .pipeline import RunSettings, run_bm25_system, run_fused_system, run_sparse_system
 
 log = logging.getLogger(__name__)

@@ -74,7 +74,7 @@ def test_bad_fusion_settings_are_one_line_errors(runs, tmp_path):
     with pytest.raises(InputError, match="must be in \\[0, 1\\]"):
         fuse_runs(runs, tmp_path / "x.trec", method="normalize", alpha=1.5)
     with pytest.raises(InputError, match="exactly two runs"):
-        fuse_runs(runs + runs[:1], tmp_path / "x.trec", method="normalize")
+        fuse_runs(runs + runs[:1], tmp_path / "x.trec", method="normalize", alpha=0.7)
     assert not (tmp_path / "x.trec").exists()
     with pytest.raises(InputError, match="normalize only"):
         FusionSettings("rrf", 0.7)
@@ -125,3 +125,12 @@ def test_hybrid_searcher_and_search_refuse_bad_settings():
     with pytest.raises(InputError, match="not with --bm25"):
         parse_config(SearchConfig, ["--index", "i", "--topics", "t", "--output", "o", "--bm25",
                                     "--bm25-index", "b"], "search")
+
+
+def test_combsum_of_three_runs_is_pyserinis_unweighted_sum(runs, tmp_path):
+    third = write_run(tmp_path / "third.trec", {"q1": {"d2": 5.0, "d4": 1.0}, "q2": {"d6": 3.0, "d5": 2.0}})
+    fused = read_run(fuse_runs([*runs, third], tmp_path / "three.trec", method="normalize"))
+    # q1, each run min-max normalized, then summed: d2 = 0.75 + 1 (third run), d1 = 1 + 0.6 (BM25), d3 = 0 + 1,
+    # d4 = 0 (the lowest of BM25's and of the third run's)
+    assert fused["q1"] == [("d2", pytest.approx(1.75)), ("d1", pytest.approx(1.6)), ("d3", pytest.approx(1.0)),
+                           ("d4", pytest.approx(0.0))]

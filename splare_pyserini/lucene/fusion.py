@@ -43,9 +43,11 @@ def fuse_runs(runs: Sequence[str | Path], output: str | Path, method: str = "rrf
     loaded = [trectools.TrecRun(str(r)) for r in runs]
     if method == "rrf":
         fused = fusion.reciprocal_rank_fusion(loaded, rrf_k=rrf_k, depth=depth, k=hits)
+    elif len(loaded) != 2:  # Pyserini's unweighted sum over any number of runs
+        if alpha != 0.5:
+            raise InputError(f"fusion_alpha: weighs exactly two runs, got {len(loaded)}")
+        fused = fusion.normalize(loaded, depth=depth, k=hits)
     else:  # pyserini.fusion.normalize with weights: at alpha 0.5 its ranking, each score halved
-        if len(loaded) != 2:
-            raise InputError(f"alpha: weighs exactly two runs, got {len(loaded)}")
         scaled = [run.clone().rescore(method=trectools.RescoreMethod.NORMALIZE)
                   .rescore(method=trectools.RescoreMethod.SCALE, scale=weight)
                   for run, weight in zip(loaded, (alpha, 1.0 - alpha))]
