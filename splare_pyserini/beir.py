@@ -3,7 +3,7 @@
 Everything lands under ``--output``: ``splare/`` (``vectors/``, ``index/``, ``run.trec``), ``bm25/``
 (``index/``, ``run.trec``), ``hybrid/run.trec`` (the two runs fused through Pyserini's fusion: each query's
 min-max normalized scores summed, CombSUM, or reciprocal ranks with ``--fusion rrf``: the hybrid a user can deploy
-beside BM25) and ``scores.json``. Each stage is resumable and skipped when already
+beside BM25; with CombSUM, RRF's run is written to ``hybrid-rrf/`` and scored too) and ``scores.json``. Each stage is resumable and skipped when already
 complete; each also runs alone (``encode``, ``index``, ``search``, ``evaluate`` modules).
 ``--ray ADDRESS --shard-num N`` encodes the corpus's N shards on a Ray cluster (see
 ``splare_pyserini.distributed``); queries, indexing and search stay in this process.
@@ -96,9 +96,13 @@ def run_beir(cfg: BeirConfig, encoder: SaeSparseEncoder | None = None) -> dict[s
         results["BM25"] = run_bm25_system(data, folder, output / "bm25", cfg.run, split=cfg.split,
                                           language=cfg.language)
         if cfg.hybrid:
-            results[cfg.fusion.label()] = run_fused_system(data, [output / "splare", output / "bm25"],
-                                                           output / "hybrid", cfg.run, split=cfg.split,
+            runs = [output / "splare", output / "bm25"]
+            results[cfg.fusion.label()] = run_fused_system(data, runs, output / "hybrid", cfg.run, split=cfg.split,
                                                            fusion=cfg.fusion)
+            if not cfg.fusion.is_rrf():  # RRF beside it: the generalization issue's hybrid, and the one before
+                rrf = FusionSettings("rrf")
+                results[rrf.label()] = run_fused_system(data, runs, output / "hybrid-rrf", cfg.run, split=cfg.split,
+                                                        fusion=rrf)
     for name in cfg.baselines:
         label, run_baseline = BASELINES[name]
         results[label] = run_baseline(data, output / name, cfg)

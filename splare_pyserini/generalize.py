@@ -27,7 +27,7 @@ from .config import check_fields, config_to_argv, option, parse_config, require
 from .datasets import Dataset, load_beir, resolve_beir_folder
 from .errors import ArtifactError, cli_main
 from .io import load_row, markdown_table, save_row, write_json
-from .lucene.fusion import FusionSettings
+from .lucene.fusion import RrfFusionSettings
 from .lucene.significance import DEFAULT_PERMUTATIONS, compare_across, compare_runs
 from .model.artifacts import BASE_MODEL, MPNET, content_hash
 from .model.checkpoint import CHECKPOINT_FILE, read_checkpoint
@@ -42,11 +42,11 @@ log = logging.getLogger(__name__)
 SHIPPED_SETS = ("scifact", "nfcorpus", "cranfield", "cacm")
 SYSTEMS = ("bm25", "dense", "dense-mpnet", "splade-tiny", "default", "default-hybrid", "splare-loo", "vocab-loo",
            "hybrid")
-FUSED = {"hybrid": "splare-loo", "default-hybrid": "default"}  # fusion(system, BM25), --fusion
+FUSED = {"hybrid": "splare-loo", "default-hybrid": "default"}  # fusion(system, BM25): RRF, or --fusion
 LABELS = {"bm25": "BM25", "dense": "dense MiniLM", "dense-mpnet": "dense mpnet", "splade-tiny": "SPLADE-tiny",
           "default": "shipped default", "splare-loo": "SPLARE, leave-one-out",
-          "vocab-loo": "vocabulary twin, leave-one-out", "hybrid": "CombSUM(SPLARE leave-one-out, BM25)",
-          "default-hybrid": "CombSUM(shipped default, BM25)"}
+          "vocab-loo": "vocabulary twin, leave-one-out", "hybrid": "RRF(SPLARE leave-one-out, BM25)",
+          "default-hybrid": "RRF(shipped default, BM25)"}
 # (A, B) pairs tested per held-out set when both rows are scored: is B's gap over A more than noise?
 PAIRED_TESTS = (("vocab-loo", "splare-loo"), ("splade-tiny", "splare-loo"), ("bm25", "splare-loo"), ("bm25", "hybrid"))
 
@@ -89,7 +89,7 @@ class GeneralizeConfig:
     seed: int = option(0, "training seed")
     split: str = option("test", "split of each held-out set the rows are scored on (dev: for choosing settings)")
     run: RunSettings = field(default_factory=RunSettings)
-    fusion: FusionSettings = field(default_factory=FusionSettings)
+    fusion: RrfFusionSettings = field(default_factory=RrfFusionSettings)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -258,7 +258,7 @@ def row_key(system: str, cfg: GeneralizeConfig, held_out: str) -> dict:
             del key["recipe"]["teacher_dtype"]
     if system in ("default", "default-hybrid"):
         key["model"] = content_hash(DEFAULT_MODEL)
-    if system in FUSED and cfg.fusion != FusionSettings("rrf"):  # RRF rows, scored before --fusion, keep their keys
+    if system in FUSED and not cfg.fusion.is_rrf():  # RRF rows, scored before --fusion, keep their keys
         key["fusion"] = asdict(cfg.fusion)
     return key
 

@@ -9,7 +9,7 @@ from helpers import TOPICS, build_tiny_beir
 from splare_pyserini.errors import InputError
 from splare_pyserini import generalize
 from splare_pyserini.generalize import GeneralizeConfig, loo_sae, loo_sources, run_generalize, what_it_saw
-from splare_pyserini.lucene.fusion import FusionSettings
+from splare_pyserini.lucene.fusion import RrfFusionSettings
 
 COMPUTING = ["compiler design", "operating systems", "database indexes", "network protocols", "garbage collection",
              "cache memory", "file systems", "parallel algorithms"]
@@ -188,10 +188,12 @@ def test_a_bfloat16_teacher_trains_other_models_and_float32_keeps_earlier_names(
 
 def test_fusion_keys_and_names_only_the_fused_rows(tmp_path):
     """--fusion changes what the two fused rows are (their keys and names), not the trained models' recipe;
-    RRF rows keep the keys of rows scored before the setting existed (RRF was the only fusion then)."""
-    rrf = GeneralizeConfig(output=str(tmp_path), fusion=FusionSettings("rrf"))
-    combsum = GeneralizeConfig(output=str(tmp_path), fusion=FusionSettings("normalize", 0.7))
-    assert GeneralizeConfig(output=str(tmp_path)).fusion == FusionSettings("normalize", 0.5)
+    the protocol's default, RRF (as the generalization issue specifies its hybrid), keeps the keys of rows scored
+    before the setting existed."""
+    rrf = GeneralizeConfig(output=str(tmp_path))
+    combsum = GeneralizeConfig(output=str(tmp_path), fusion=RrfFusionSettings("normalize", 0.7))
+    assert rrf.fusion.is_rrf() and generalize.parse_config(
+        GeneralizeConfig, ["--output", "o", "--fusion", "normalize"], "generalize").fusion.fusion == "normalize"
     for system in ("splare-loo", "vocab-loo", "default", "bm25"):
         assert generalize.row_key(system, combsum, "nfcorpus") == generalize.row_key(system, rrf, "nfcorpus")
     for system in generalize.FUSED:

@@ -88,3 +88,15 @@ class FusionSettings:
         if self.fusion_alpha == 0.5:
             return f"CombSUM({first}, {second})"
         return f"CombSUM({self.fusion_alpha:g} {first}, {1 - self.fusion_alpha:g} {second})"
+
+    def is_rrf(self) -> bool:
+        return self.fusion == "rrf"
+
+
+@dataclass(frozen=True)
+class RrfFusionSettings(FusionSettings):
+    """The same flags with RRF as the default: the leave-one-out protocol's hybrid, which the generalization
+    issue specifies as reciprocal-rank fusion (``generalize``); ``--fusion normalize`` gives CombSUM there too."""
+    fusion: str = option("rrf", "the hybrid's fusion (Pyserini's): rrf (reciprocal ranks, k = 60; the protocol's) "
+                                "or normalize (CombSUM: each query's scores min-max normalized per run, then "
+                                "summed)", choices=FUSION_METHODS)
