@@ -29,7 +29,7 @@ parser.add_argument("dataset")
 parser.add_argument("split")
 parser.add_argument("beir_output")
 parser.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0])
-parser.add_argument("--work", default="runs/s16/token-idf")
+parser.add_argument("--work", default="runs/token-idf", help="where the idf table, queries and runs go")
 args = parser.parse_args()
 
 encoder = SaeSparseEncoder()
