@@ -134,3 +134,30 @@ def test_combsum_of_three_runs_is_pyserinis_unweighted_sum(runs, tmp_path):
     # d4 = 0 (the lowest of BM25's and of the third run's)
     assert fused["q1"] == [("d2", pytest.approx(1.75)), ("d1", pytest.approx(1.6)), ("d3", pytest.approx(1.0)),
                            ("d4", pytest.approx(0.0))]
+
+
+@pytest.mark.parametrize("fusion, rows", [
+    ("normalize", {"CombSUM(SPLARE, BM25)": ("hybrid", "normalize"), "RRF(SPLARE, BM25)": ("hybrid-rrf", "rrf")}),
+    ("rrf", {"RRF(SPLARE, BM25)": ("hybrid", "rrf")}),
+])
+def test_beir_scores_the_chosen_fusion_and_rrf_beside_combsum(tmp_path, monkeypatch, fusion, rows):
+    """beir's hybrid rows: the --fusion one in hybrid/, and under CombSUM the issue's RRF hybrid in hybrid-rrf/."""
+    from helpers import build_tiny_beir
+    from splare_pyserini import beir
+
+    calls = {}
+
+    def fused(data, systems, folder, run, split="test", fusion=None):
+        calls[folder.name] = fusion.fusion
+        return {"nDCG@10": 0.5, "R@100": 0.5}
+
+    monkeypatch.setattr(beir, "run_sparse_system", lambda *args, **kwargs: {"nDCG@10": 0.4, "R@100": 0.4})
+    monkeypatch.setattr(beir, "run_bm25_system", lambda *args, **kwargs: {"nDCG@10": 0.3, "R@100": 0.3})
+    monkeypatch.setattr(beir, "run_fused_system", fused)
+    encoder = type("Encoder", (), {"info": lambda self: {}})()
+    folder = build_tiny_beir(tmp_path / "tiny")
+    cfg = parse_config(BeirConfig, ["--output", str(tmp_path / "out"), "--dataset", str(folder), "--split", "train",
+                                    "--fusion", fusion], "beir")
+    results = beir.run_beir(cfg, encoder)
+    assert list(results) == ["SPLARE", "BM25", *rows]
+    assert calls == {folder_name: method for folder_name, method in rows.values()}
