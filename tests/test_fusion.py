@@ -161,3 +161,15 @@ def test_beir_scores_the_chosen_fusion_and_rrf_beside_combsum(tmp_path, monkeypa
     results = beir.run_beir(cfg, encoder)
     assert list(results) == ["SPLARE", "BM25", *rows]
     assert calls == {folder_name: method for folder_name, method in rows.values()}
+
+
+def test_missing_inputs_are_one_line_errors_naming_them(runs, tmp_path):
+    from splare_pyserini.lucene.search import main as search_main
+
+    with pytest.raises(InputError, match="nope.trec: no such run file"):
+        fuse_runs([tmp_path / "nope.trec", runs[1]], tmp_path / "x.trec")
+    assert not (tmp_path / "x.trec").exists()
+    with pytest.raises(InputError, match="--bm25-index .*absent: no such index folder"):
+        search_main(["--index", str(tmp_path), "--bm25-index", str(tmp_path / "absent"), "--topics", "t",
+                     "--output", str(tmp_path / "y.trec")])
+    assert not (tmp_path / "y.trec").exists()

@@ -17,6 +17,8 @@ from ..io import tmp_name
 
 RRF_K = 60  # Cormack et al.'s constant, Pyserini's default
 FUSION_METHODS = ("rrf", "normalize")
+FUSION_HELP = ("the hybrid's fusion (Pyserini's): normalize (CombSUM: each query's scores min-max normalized per run, "
+               "then summed) or rrf (reciprocal ranks, k = 60)")
 
 
 def fusion_problem(method: str, alpha: float) -> str | None:
@@ -38,6 +40,9 @@ def fuse_runs(runs: Sequence[str | Path], output: str | Path, method: str = "rrf
     if problem:
         raise InputError(problem)
     # Pyserini's fusion and trectools are pure Python (pandas): no JVM needed, so none is booted
+    missing = [str(r) for r in runs if not Path(r).is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: no such run file to fuse")
     fusion = importlib.import_module("pyserini.fusion")
     trectools = importlib.import_module("pyserini.trectools")
     loaded = [trectools.TrecRun(str(r)) for r in runs]
@@ -69,9 +74,7 @@ class FusionSettings:
     over RRF on NFCorpus dev and SciFact train (README, "The hybrid: CombSUM"); RRF uses ranks only and so
     throws away how far ahead a first hit is (Bruch et al., "An Analysis of Fusion Functions for Hybrid
     Retrieval", TOIS 2023, found the same for lexical + dense fusion)."""
-    fusion: str = option("normalize", "the hybrid's fusion (Pyserini's): normalize (CombSUM: each query's scores "
-                                      "min-max normalized per run, then summed) or rrf (reciprocal ranks, k = 60)",
-                         choices=FUSION_METHODS)
+    fusion: str = option("normalize", FUSION_HELP, choices=FUSION_METHODS)
     fusion_alpha: float = option(0.5, "with --fusion normalize: the first run's weight (SPLARE's; BM25 gets "
                                       "1 - it); 0.5 is Pyserini's unweighted sum")
 
@@ -97,6 +100,4 @@ class FusionSettings:
 class RrfFusionSettings(FusionSettings):
     """The same flags with RRF as the default: the leave-one-out protocol's hybrid, which the generalization
     issue specifies as reciprocal-rank fusion (``generalize``); ``--fusion normalize`` gives CombSUM there too."""
-    fusion: str = option("rrf", "the hybrid's fusion (Pyserini's): rrf (reciprocal ranks, k = 60; the protocol's) "
-                                "or normalize (CombSUM: each query's scores min-max normalized per run, then "
-                                "summed)", choices=FUSION_METHODS)
+    fusion: str = option("rrf", FUSION_HELP, choices=FUSION_METHODS)

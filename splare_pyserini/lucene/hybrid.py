@@ -58,12 +58,9 @@ class HybridSearcher:
     def fuse(self, hits_per_searcher: Sequence[Sequence], k: int) -> list[HybridHit]:
         """The top ``k`` of the fused hits; ties by docid, as Pyserini's run fusion sorts them."""
         total: dict[str, float] = {}
-        for hits, weight in zip(hits_per_searcher, (self.alpha, 1.0 - self.alpha)):
-            if self.fusion == "rrf":
-                parts = _reciprocal(hits, self.rrf_k)
-                weight = 1.0
-            else:
-                parts = _normalized(hits)
+        rrf = self.fusion == "rrf"
+        for hits, weight in zip(hits_per_searcher, (1.0, 1.0) if rrf else (self.alpha, 1.0 - self.alpha)):
+            parts = _reciprocal(hits, self.rrf_k) if rrf else _normalized(hits)
             for docid, value in parts.items():
                 total[docid] = total.get(docid, 0.0) + weight * value
         ranked = sorted(total.items(), key=lambda item: (-item[1], item[0]))[:k]

@@ -94,9 +94,9 @@ def check_compatible(index: str | Path, query_info: dict | None) -> None:
                             + ", ".join(f"{k}: query {query_info[k]!r} vs documents {doc_info[k]!r}" for k in diff))
 
 
-def _require_index(index: str | Path) -> str:
+def _require_index(index: str | Path, flag: str = "--index") -> str:
     if not Path(index).is_dir():
-        raise InputError(f"--index {index}: no such index folder")
+        raise InputError(f"{flag} {index}: no such index folder")
     return str(index)
 
 
@@ -204,6 +204,8 @@ class SearchConfig:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(SearchConfig, argv, "python -m splare_pyserini.search", __doc__)
+    if cfg.bm25_index:  # before any model loads
+        _require_index(cfg.bm25_index, "--bm25-index")
     if cfg.bm25:
         searcher = open_bm25_searcher(cfg.index)
     elif cfg.encoded_queries:
