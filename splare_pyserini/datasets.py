@@ -272,7 +272,7 @@ def training_texts(source: str) -> list[str]:
 
     Test queries are left out even though no judgment is used: test splits are for final figures only."""
     if Path(source).is_file():
-        return [r.text for r in read_jsonl(source)]
+        return [r.text for r in read_jsonl(source) if r.text]
     if looks_like_ir_datasets_id(source):
         ds = load_ir_datasets(source)
         return [r.text for r in ds.corpus + ds.queries if r.text]
