@@ -45,6 +45,10 @@ def test_resume_point_cuts_a_torn_line_and_a_short_batch(tmp_path: Path) -> None
     assert llm_prose.resume_point(path, batch_size=2) == 4
     assert path.read_text() == "".join(lines[:4])
     assert llm_prose.resume_point(path, batch_size=4) == 4 and llm_prose.resume_point(tmp_path / "none", 4) == 0
+    path.write_text(lines[0] + "garbage\n" + lines[2])  # not torn by a kill: refused, nothing cut
+    with pytest.raises(ValueError, match=r"p.jsonl:2: not a JSON record"):
+        llm_prose.resume_point(path, batch_size=1)
+    assert path.read_text() == lines[0] + "garbage\n" + lines[2]
 
 
 def build_tiny_causal_lm(path: Path) -> Path:
@@ -75,6 +79,8 @@ def test_killed_run_resumes_to_the_same_corpus(tmp_path: Path) -> None:
     assert llm_prose.main(argv + ["--output", str(killed)]) == 0
     assert killed.read_text() == text
     assert llm_prose.main(argv + ["--output", str(killed)]) == 0  # finished: a rerun adds nothing
+    assert killed.read_text() == text
+    assert llm_prose.main(argv + ["--seed", "1", "--output", str(killed)]) == 2  # another plan: refused, untouched
     assert killed.read_text() == text
 
 

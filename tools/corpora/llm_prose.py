@@ -61,24 +61,29 @@ def requests(topics: Sequence[str], docs: int, seed: int) -> list[tuple[str, str
     return out
 
 
-def resume_point(path: Path, batch_size: int) -> int:
-    """Documents already written in whole batches; anything after them (a batch cut short, a torn last line)
-    is cut off the file, so the next batch starts clean."""
+def resume_point(path: Path, batch_size: int, plan: Sequence[tuple[str, str, str, str]] = ()) -> int:
+    """Documents already written in whole batches; what follows them (a batch cut short, a torn last line) is
+    cut off the file, so the next batch starts clean. A record that is not the plan's (another ``--seed`` or
+    ``--topics-from``), or a malformed line before the last, is an error naming the line: nothing is cut."""
     if not path.exists():
         return 0
-    kept, offset = 0, 0
     ends = [0]
     with open(path, "rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                json.loads(line)
-            except ValueError:
-                break
-            offset += len(line)
-            kept += 1
-            ends.append(offset)
+        lines = handle.readlines()
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line) if line.endswith(b"\n") else None
+        except ValueError:
+            record = None
+        if record is None:
+            if lineno < len(lines):
+                raise ValueError(f"{path}:{lineno}: not a JSON record (not a file this tool wrote?)")
+            break  # the last line, torn by a kill
+        if lineno <= len(plan) and (record.get("_id"), record.get("topic")) != plan[lineno - 1][:2]:
+            raise ValueError(f"{path}:{lineno}: {record.get('_id')} on {record.get('topic')!r} is not this plan's "
+                             f"{plan[lineno - 1][0]} on {plan[lineno - 1][1]!r} (another --seed or --topics-from?)")
+        ends.append(ends[-1] + len(line))
+    kept = len(ends) - 1
     whole = kept - kept % batch_size
     with open(path, "r+b") as handle:
         handle.truncate(ends[whole])
@@ -105,10 +110,10 @@ def generate_batch(model, tokenizer, prompts: Sequence[str], max_new_tokens: int
     return [" ".join(tokenizer.decode(row, skip_special_tokens=True).split()) for row in new]
 
 
-def write_corpus(model, tokenizer, todo: list[tuple[str, str, str, str]], output: Path, batch_size: int,
-                 max_new_tokens: int, seed: int) -> Iterator[int]:
-    """Append ``todo``'s documents batch by batch (each batch one write, flushed to disk); yields after each."""
-    start = resume_point(output, batch_size)
+def write_corpus(model, tokenizer, todo: list[tuple[str, str, str, str]], output: Path, start: int,
+                 batch_size: int, max_new_tokens: int, seed: int) -> Iterator[int]:
+    """Append ``todo``'s documents from ``start`` (a :func:`resume_point`) batch by batch (each batch one
+    write, flushed to disk); yields after each."""
     with open(output, "a", encoding="utf-8") as handle:
         for first in range(start, len(todo), batch_size):
             batch = todo[first:first + batch_size]
@@ -155,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = resume_point(out, args.batch_size)
+    try:
+        done = resume_point(out, args.batch_size, todo)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     started = time.time()
     with tqdm(total=len(todo), initial=min(done, len(todo)), unit="doc", desc="prose") as bar:
-        for n in write_corpus(model, tokenizer, todo, out, args.batch_size, args.max_new_tokens, args.seed):
+        for n in write_corpus(model, tokenizer, todo, out, done, args.batch_size, args.max_new_tokens, args.seed):
             bar.update(n)
     print(f"{len(todo)} documents in {out} ({time.time() - started:.0f} s this run)", file=sys.stderr)
     return 0
