@@ -82,6 +82,21 @@ def test_killed_run_resumes_to_the_same_corpus(tmp_path: Path) -> None:
     assert killed.read_text() == text
     assert llm_prose.main(argv + ["--seed", "1", "--output", str(killed)]) == 2  # another plan: refused, untouched
     assert killed.read_text() == text
+    assert llm_prose.main(argv[:4] + ["--batch-size", "3"] + argv[6:] + ["--output", str(killed)]) == 2
+    assert killed.read_text() == text  # other batches would sample other text: refused too
+
+
+def test_settings_are_kept_and_a_resume_under_others_is_refused(tmp_path: Path) -> None:
+    plan = tmp_path / "c.jsonl.plan.json"
+    settings = {"model": "smollm2-135m", "topics_from": None, "batch_size": 64, "max_new_tokens": 256, "seed": 0}
+    llm_prose.check_settings(plan, settings)
+    assert json.loads(plan.read_text()) == settings
+    llm_prose.check_settings(plan, dict(settings))  # the same settings: a resume goes on
+    with pytest.raises(ValueError, match=r"c\.jsonl\.plan\.json: batch_size is 64 for this corpus, not 32"):
+        llm_prose.check_settings(plan, {**settings, "batch_size": 32})
+    plan.write_text("{torn")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        llm_prose.check_settings(plan, settings)
 
 
 def _minilm_vocab() -> dict[str, int]:

@@ -13,7 +13,9 @@ from Wikipedia and books), past its most frequent ids (function words), shuffled
 document asks for one of a few genres (encyclopedia article, news report, explanation, history). One record
 per document, ``{"_id": "prose-000017", "text": ..., "topic": ..., "genre": ...}``, in batches of
 ``--batch-size``; killed, the same command resumes after the last whole batch and writes the same text it
-would have (each batch's sampling is seeded by its index).
+would have (each batch's sampling is seeded by its index). The settings that shape the text (model, batch size,
+token budget, seed, topic vocabulary) are kept beside the corpus in ``<output>.plan.json``; a resume with
+other settings is refused, since it would write different text than the corpus's first run.
 
     python tools/corpora/llm_prose.py --model smollm2-135m --docs 2000 --output runs/corpora/prose.jsonl
     python -m splare_pyserini.train_sae --input nfcorpus cranfield cacm runs/corpora/prose.jsonl --layer 6 \
@@ -90,6 +92,22 @@ def resume_point(path: Path, batch_size: int, plan: Sequence[tuple[str, str, str
     return whole
 
 
+def check_settings(path: Path, settings: dict) -> None:
+    """Record ``settings`` in ``path`` (``<output>.plan.json``), or refuse, naming the first differing field,
+    when a corpus is being resumed under other settings than those it was started with."""
+    if path.exists():
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise ValueError(f"{path}: not a JSON object (not a file this tool wrote?)") from None
+        for field, value in settings.items():
+            if kept.get(field) != value:
+                raise ValueError(f"{path}: {field} is {kept.get(field)!r} for this corpus, not {value!r} "
+                                 f"(resume it with the same settings, or write to another --output)")
+        return
+    path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+
+
 def prompt_texts(tokenizer, prompts: Sequence[str]) -> list[str]:
     """Each prompt as the model expects it: through its chat template when it has one."""
     if getattr(tokenizer, "chat_template", None):
@@ -160,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {"model": args.model, "topics_from": args.topics_from, "batch_size": args.batch_size,
+                "max_new_tokens": args.max_new_tokens, "seed": args.seed}
     try:
+        check_settings(out.with_name(out.name + ".plan.json"), settings)
         done = resume_point(out, args.batch_size, todo)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
