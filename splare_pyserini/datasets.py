@@ -19,6 +19,7 @@ from .io import atomic_write
 ID_FIELDS = ("_id", "id", "docid", "doc_id", "qid", "query_id")
 TEXT_FIELDS = ("text", "contents", "body", "query")
 PACKAGED_BEIR = Path(__file__).resolve().parent / "resources" / "beir"
+PACKAGED_CORPORA = Path(__file__).resolve().parent / "resources" / "corpora"  # text-only corpora (no queries)
 
 
 def join_text(*parts: str | None) -> str:
@@ -267,12 +268,19 @@ def write_beir_slice(source: str | Path, dest: str | Path, n_queries: int = 40, 
     return dest
 
 
+def packaged_corpus(name: str) -> Path | None:
+    """The packaged text-only corpus ``name`` (e.g. ``llm-prose-smollm2``), a JSONL file, or None."""
+    path = PACKAGED_CORPORA / f"{name}.jsonl"
+    return path if "/" not in name and path.is_file() else None
+
+
 def training_texts(source: str) -> list[str]:
-    """Documents, and the queries of every split but test, of a BEIR folder, JSONL file or ir_datasets id.
+    """Documents, and the queries of every split but test, of a BEIR folder, JSONL file, packaged text-only
+    corpus or ir_datasets id.
 
     Test queries are left out even though no judgment is used: test splits are for final figures only."""
-    if Path(source).is_file():
-        return [r.text for r in read_jsonl(source) if r.text]
+    if Path(source).is_file() or packaged_corpus(source) is not None:
+        return [r.text for r in read_jsonl(packaged_corpus(source) or source) if r.text]
     if looks_like_ir_datasets_id(source):
         ds = load_ir_datasets(source)
         return [r.text for r in ds.corpus + ds.queries if r.text]

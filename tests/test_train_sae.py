@@ -149,6 +149,21 @@ def test_training_texts_leave_out_test_queries():
     assert len(nfcorpus) == len([d for d in load_beir("nfcorpus").corpus if d.text]) + len(judged)
 
 
+def test_packaged_prose_corpus_resolves_by_name():
+    """The LLM-written prose the default's SAE read is packaged, so that SAE can be retrained offline."""
+    import json
+
+    from splare_pyserini.datasets import packaged_corpus
+    from splare_pyserini.training.sae import training_texts
+
+    path = packaged_corpus("llm-prose-smollm2")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    texts = training_texts("llm-prose-smollm2")
+    assert len(records) == 1280 and texts == [r["text"] for r in records] and all(texts)
+    assert training_texts(str(path)) == texts  # by path, the same
+    assert packaged_corpus("scifact") is None and packaged_corpus("../corpora/llm-prose-smollm2") is None
+
+
 def test_several_sources_get_equal_token_shares(tiny_model, tmp_path):
     from splare_pyserini.model.backbone import load_backbone
     from splare_pyserini.training.sae import collect_source_activations

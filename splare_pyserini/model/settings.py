@@ -13,7 +13,7 @@ from ..config import check_fields, option, require
 
 INFO_FILE = "encode_info.json"  # the settings, next to every folder of vectors and copied into the index
 DEFAULT_MODEL = "splare-minilm"  # the shipped SPLARE checkpoint (resources/models)
-DEFAULT_SAE = "minilm-l6-layer6-topk-sae-v4"  # the default's SAE, used with a plain (non-checkpoint) model
+DEFAULT_SAE = "minilm-l6-layer6-topk-sae-v5"  # the default's SAE, used with a plain (non-checkpoint) model
 # DEFAULT_SAE's recipe (its cfg.json; a test pins them): the defaults of every command that trains an SAE,
 # so a new SAE is comparable with the shipped one unless asked otherwise.
 DEFAULT_LAYER = 6

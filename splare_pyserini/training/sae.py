@@ -55,7 +55,8 @@ ARCHITECTURES = ("topk", "jumprelu")
 
 @dataclass(frozen=True)
 class TrainSaeConfig:
-    input: tuple[str, ...] = option(help="one or more BEIR folders or names, JSONL files or ir_datasets ids (their "
+    input: tuple[str, ...] = option(help="one or more BEIR folders or names, JSONL files, packaged text-only corpora "
+                                         "(llm-prose-smollm2) or ir_datasets ids (their "
                                          "documents, and queries of every split but test); each source gets an equal "
                                          "share of --max-tokens")
     output: str = option(help="folder to save the SAE in (with --calibrate-only: the existing SAE folder)")
