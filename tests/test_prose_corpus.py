@@ -69,6 +69,7 @@ def test_killed_run_resumes_to_the_same_corpus(tmp_path: Path) -> None:
     whole, killed = tmp_path / "whole.jsonl", tmp_path / "killed.jsonl"
     assert llm_prose.main(argv + ["--output", str(whole)]) == 0
     records = [json.loads(line) for line in whole.read_text().splitlines()]
+    assert json.loads((tmp_path / "whole.jsonl.plan.json").read_text())["batch_size"] == 2  # kept for a resume
     assert [r["_id"] for r in records] == [f"prose-{i:06d}" for i in range(6)]
     assert all(r["text"].strip() and r["genre"] in {g for g, _ in llm_prose.GENRES} for r in records)
     assert [r["topic"] for r in records] == [r[1] for r in llm_prose.requests(
@@ -89,7 +90,9 @@ def test_killed_run_resumes_to_the_same_corpus(tmp_path: Path) -> None:
 def test_settings_are_kept_and_a_resume_under_others_is_refused(tmp_path: Path) -> None:
     plan = tmp_path / "c.jsonl.plan.json"
     settings = {"model": "smollm2-135m", "topics_from": None, "batch_size": 64, "max_new_tokens": 256, "seed": 0}
-    llm_prose.check_settings(plan, settings)
+    llm_prose.check_settings(plan, settings)  # a first run: nothing to check, nothing written yet
+    assert not plan.exists()
+    llm_prose.record_settings(plan, settings)
     assert json.loads(plan.read_text()) == settings
     llm_prose.check_settings(plan, dict(settings))  # the same settings: a resume goes on
     with pytest.raises(ValueError, match=r"c\.jsonl\.plan\.json: batch_size is 64 for this corpus, not 32"):

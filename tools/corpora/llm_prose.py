@@ -93,19 +93,24 @@ def resume_point(path: Path, batch_size: int, plan: Sequence[tuple[str, str, str
 
 
 def check_settings(path: Path, settings: dict) -> None:
-    """Record ``settings`` in ``path`` (``<output>.plan.json``), or refuse, naming the first differing field,
-    when a corpus is being resumed under other settings than those it was started with."""
-    if path.exists():
-        try:
-            kept = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise ValueError(f"{path}: not a JSON object (not a file this tool wrote?)") from None
-        for field, value in settings.items():
-            if kept.get(field) != value:
-                raise ValueError(f"{path}: {field} is {kept.get(field)!r} for this corpus, not {value!r} "
-                                 f"(resume it with the same settings, or write to another --output)")
+    """Refuse, naming the first differing field, to resume a corpus under other settings than those kept in
+    ``path`` (``<output>.plan.json``) when it was started; nothing to check before a first run."""
+    if not path.exists():
         return
-    path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise ValueError(f"{path}: not a JSON object (not a file this tool wrote?)") from None
+    for field, value in settings.items():
+        if kept.get(field) != value:
+            raise ValueError(f"{path}: {field} is {kept.get(field)!r} for this corpus, not {value!r} "
+                             f"(resume it with the same settings, or write to another --output)")
+
+
+def record_settings(path: Path, settings: dict) -> None:
+    """Keep the settings a corpus is written with beside it, for :func:`check_settings` on a resume."""
+    if not path.exists():
+        path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
 
 
 def prompt_texts(tokenizer, prompts: Sequence[str]) -> list[str]:
@@ -180,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {"model": args.model, "topics_from": args.topics_from, "batch_size": args.batch_size,
                 "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    plan = out.with_name(out.name + ".plan.json")
     try:
-        check_settings(out.with_name(out.name + ".plan.json"), settings)
+        check_settings(plan, settings)
         done = resume_point(out, args.batch_size, todo)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    record_settings(plan, settings)  # only once the output is known good: a refused run writes nothing
     started = time.time()
     with tqdm(total=len(todo), initial=min(done, len(todo)), unit="doc", desc="prose") as bar:
         for n in write_corpus(model, tokenizer, todo, out, done, args.batch_size, args.max_new_tokens, args.seed):
