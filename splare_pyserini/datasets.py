@@ -279,8 +279,9 @@ def training_texts(source: str) -> list[str]:
     corpus or ir_datasets id.
 
     Test queries are left out even though no judgment is used: test splits are for final figures only."""
-    if Path(source).is_file() or packaged_corpus(source) is not None:
-        return [r.text for r in read_jsonl(packaged_corpus(source) or source) if r.text]
+    text_file = source if Path(source).is_file() else packaged_corpus(source)
+    if text_file is not None:
+        return [r.text for r in read_jsonl(text_file) if r.text]
     if looks_like_ir_datasets_id(source):
         ds = load_ir_datasets(source)
         return [r.text for r in ds.corpus + ds.queries if r.text]

@@ -97,9 +97,10 @@ def test_settings_are_kept_and_a_resume_under_others_is_refused(tmp_path: Path) 
     llm_prose.check_settings(plan, dict(settings))  # the same settings: a resume goes on
     with pytest.raises(ValueError, match=r"c\.jsonl\.plan\.json: batch_size is 64 for this corpus, not 32"):
         llm_prose.check_settings(plan, {**settings, "batch_size": 32})
-    plan.write_text("{torn")
-    with pytest.raises(ValueError, match="not a JSON object"):
-        llm_prose.check_settings(plan, settings)
+    for bad in ("{torn", "[64]"):
+        plan.write_text(bad)
+        with pytest.raises(ValueError, match="not a JSON object"):
+            llm_prose.check_settings(plan, settings)
 
 
 def _minilm_vocab() -> dict[str, int]:

@@ -100,7 +100,9 @@ def check_settings(path: Path, settings: dict) -> None:
     try:
         kept = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
-        raise ValueError(f"{path}: not a JSON object (not a file this tool wrote?)") from None
+        kept = None
+    if not isinstance(kept, dict):
+        raise ValueError(f"{path}: not a JSON object (not a file this tool wrote?)")
     for field, value in settings.items():
         if kept.get(field) != value:
             raise ValueError(f"{path}: {field} is {kept.get(field)!r} for this corpus, not {value!r} "
